@@ -1,0 +1,1 @@
+"""cleanaudit engine: BPMN processes of the Xinjiang Cleaner Production Audit Measures on SpiffWorkflow."""
