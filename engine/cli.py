@@ -1,0 +1,189 @@
+"""The `cleanaudit` command line: validate, deploy, init, serve, tick, worker, verify-history, bench."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+from .facade import PROJECT_ROOT
+
+
+def _engine(args):
+    from .facade import Engine
+    return Engine(getattr(args, "database_url", None) or None)
+
+
+def cmd_validate(args) -> int:
+    """Exit 0 when every file is deployable (warnings allowed), 1 otherwise."""
+    from .validate import validate_files
+    files = []
+    for name in args.files:
+        path = Path(name)
+        try:
+            files.append((path.name, path.read_bytes()))
+        except OSError as exc:
+            print(f"{name}:?: -: cannot read file: {exc.strerror or exc}")
+            return 1
+    known = set()
+    if args.with_deployed:
+        from sqlalchemy import select
+        from .models import ProcessVersion
+        try:
+            with _engine(args).db.read() as session:
+                known = set(session.scalars(select(ProcessVersion.process_id).distinct()))
+        except Exception:
+            known = set()
+    report = validate_files(files, forms_dir=Path(args.forms), known_process_ids=known)
+    for problem in report.problems:
+        print(problem)
+    errors, warnings = len(report.errors), len(report.warnings)
+    print(f"{len(files)} file(s): {errors} error(s), {warnings} warning(s)", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def cmd_deploy(args) -> int:
+    from .errors import InvalidProcess
+    engine = _engine(args)
+    engine.create_schema()
+    try:
+        versions = engine.deploy_paths(args.files, deployed_by=args.user)
+    except InvalidProcess as exc:
+        for problem in exc.problems:
+            print(problem)
+        return 1
+    for version in versions:
+        print(f"{version.process_id}: version {version.version_no} ({version.content_hash[:12]})")
+    return 0
+
+
+def cmd_init(args) -> int:
+    from .seed import init_database
+    engine = _engine(args)
+    summary = init_database(engine, demo=args.demo)
+    for line in summary:
+        print(line)
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from webui import create_app
+    app = create_app()
+    app.run(host=args.host, port=args.port, debug=False, use_reloader=False)
+    return 0
+
+
+def _parse_now(text: Optional[str]) -> datetime:
+    if not text:
+        from . import clock
+        return clock.now()
+    when = datetime.fromisoformat(text if "T" in text else text + "T00:00:00+08:00")
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when
+
+
+def cmd_tick(args) -> int:
+    engine = _engine(args)
+    results = engine.tick(_parse_now(args.now))
+    for result in results:
+        fired = ", ".join(result.fired_timers) or "(nothing due after all)"
+        print(f"instance {result.instance_id}: fired {fired} -> {result.status}"
+              + (f" (incident: {result.incident})" if result.incident else ""))
+    print(f"{len(results)} instance(s) ticked", file=sys.stderr)
+    return 0
+
+
+def cmd_worker(args) -> int:
+    engine = _engine(args)
+    print("worker: ticking every minute; Ctrl-C stops", file=sys.stderr)
+    try:
+        while True:
+            for result in engine.tick():
+                print(f"instance {result.instance_id}: fired {', '.join(result.fired_timers)}", flush=True)
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_verify_history(args) -> int:
+    engine = _engine(args)
+    breaks = engine.verify_history()
+    if not breaks:
+        from sqlalchemy import select, func
+        from .models import ChainHead
+        with engine.db.read() as session:
+            chains = session.scalar(select(func.count()).select_from(ChainHead)) or 0
+            events = session.scalar(select(func.sum(ChainHead.count))) or 0
+        print(f"history intact: {chains} chain(s), {events} event(s)")
+        return 0
+    for item in breaks:
+        print(f"BROKEN {item}")
+    return 1
+
+
+def cmd_bench(args) -> int:
+    from .bench import main as bench_main
+    return bench_main(quick=args.quick)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cleanaudit", description=__doc__)
+    parser.add_argument("--database-url", help="overrides DATABASE_URL")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="validate BPMN files (exit 0 deployable, 1 not)")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--forms", default=str(PROJECT_ROOT / "forms"), help="the forms folder")
+    p.add_argument("--with-deployed", action="store_true",
+                   help="accept call activities to processes deployed in the database")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("deploy", help="validate, then store new versions")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--user", default=os.environ.get("USER", "cli"))
+    p.set_defaults(func=cmd_deploy)
+
+    p = sub.add_parser("init", help="create/upgrade the database and deploy processes/")
+    p.add_argument("--demo", action="store_true", help="load demo users, organisations and instances")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("serve", help="serve the web app")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("tick", help="fire due timers once")
+    p.add_argument("--now", help="ISO date/time to use as now")
+    p.set_defaults(func=cmd_tick)
+
+    p = sub.add_parser("worker", help="tick every minute")
+    p.add_argument("--interval", type=float, default=60.0)
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("verify-history", help="check every hash chain of the history")
+    p.set_defaults(func=cmd_verify_history)
+
+    p = sub.add_parser("bench", help="measure what users feel, against this machine's floor")
+    p.add_argument("--quick", action="store_true")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "validate":
+        try:
+            return args.func(args)
+        except Exception as exc:  # exit codes are 0 or 1, never another
+            print(f"-:?: -: validation failed: {exc}")
+            return 1
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

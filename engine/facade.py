@@ -1,0 +1,802 @@
+"""The engine's one front door: deploy, start, inbox, complete, tick, messages, history.
+
+Every public method that changes something runs in ONE transaction: everything or nothing.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Optional, Union
+from uuid import UUID
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+from SpiffWorkflow import TaskState
+from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
+
+from . import authz, clock, history, runtime
+from .db import Database, default_url
+from .errors import (CleanauditError, InstanceNotFound, InvalidFormData, InvalidProcess, NotAllowed,
+                     ProcessNotFound, ScriptError, StaleInstance, TaskNotFound)
+from .models import (Base, HumanTask, Instance, MessageWait, Organisation, ProcessVersion,
+                     UndeliveredMessage, User)
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ENGINE_ACTOR = "engine"
+TIMER_ACTOR = "timer"
+MAX_MESSAGE_HOPS = 500
+
+
+@dataclass
+class InboxPage:
+    rows: list[HumanTask]
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
+@dataclass
+class TaskView:
+    """What a task page shows: the inbox row, its form, instructions and the data the user may see."""
+
+    task: HumanTask
+    instance: Instance
+    form: Any
+    instructions: str
+    documentation: str
+    data: dict
+
+
+@dataclass
+class RunResult:
+    """What one engine run changed, for the caller and the history."""
+
+    instance_id: int
+    status: str
+    fired_timers: list[str] = field(default_factory=list)
+    incident: Optional[str] = None
+
+
+class _Loaded:
+    """An instance row with its live workflow, inside one transaction."""
+
+    def __init__(self, row: Instance, workflow):
+        self.row = row
+        self.workflow = workflow
+
+
+class Engine:
+    """Runs the processes of processes/ with the forms of forms/ on one database."""
+
+    def __init__(self, database_url: Optional[str] = None, *, processes_dir: Union[str, Path, None] = None,
+                 forms_dir: Union[str, Path, None] = None, helpers: Optional[dict] = None,
+                 script_budget_seconds: float = 5.0):
+        runtime.install()
+        from .forms import FormStore
+        self.db = Database(database_url or default_url())
+        self.processes_dir = Path(processes_dir or PROJECT_ROOT / "processes")
+        self.forms_dir = Path(forms_dir or PROJECT_ROOT / "forms")
+        self.forms = FormStore(self.forms_dir)
+        self.extra_helpers = dict(helpers or {})
+        self.script_budget_seconds = script_budget_seconds
+        self._spec_cache: "OrderedDict[int, tuple]" = OrderedDict()
+        self._calendar = None
+
+    # ------------------------------------------------------------------ schema
+    def create_schema(self) -> None:
+        """Create or upgrade the database to the newest Alembic revision."""
+        from .migrate import upgrade
+        upgrade(self.db)
+
+    # ------------------------------------------------------------------ scripting
+    def script_engine(self, session: Optional[Session] = None, holder: Optional[dict] = None):
+        """A restricted script engine with the standard helpers plus this engine's own.
+
+        `holder` is a dict whose "instance" key is the Instance row the scripts run for, once known.
+        """
+        from .scripting import RestrictedScriptEngine
+        helpers = dict(self.extra_helpers)
+        helpers["due"] = self._due_helper
+        if session is not None:
+            helpers.update(self._lookup_helpers(session, holder if holder is not None else {}))
+        return RestrictedScriptEngine(helpers=helpers)
+
+    def calendar(self):
+        """The holiday calendar: the administrator's copy in the database, else the shipped data."""
+        from .deadlines import Calendar
+        if self._calendar is None:
+            from .models import CalendarDay
+            with self.db.read() as session:
+                rows = [(d.day, d.kind, d.name) for d in session.scalars(select(CalendarDay))]
+            self._calendar = Calendar.from_rows(rows) if rows else Calendar.shipped()
+        return self._calendar
+
+    def invalidate_calendar(self) -> None:
+        self._calendar = None
+
+    def _due_helper(self, start, period):
+        from .deadlines import due
+        from datetime import date as date_cls
+        if isinstance(start, str):
+            start = datetime.fromisoformat(start) if "T" in start else date_cls.fromisoformat(start)
+        return due(start, period, self.calendar()).isoformat()
+
+    def _lookup_helpers(self, session: Session, holder: dict) -> dict:
+        """Database look-ups and record keeping offered to scripts (plain values in and out)."""
+
+        def is_filed_agency(org_id) -> bool:
+            if org_id in (None, ""):
+                return False
+            org = session.get(Organisation, int(org_id))
+            return bool(org and org.kind == "agency" and org.filing_status == "filed")
+
+        def organisation_info(org_id) -> dict:
+            org = session.get(Organisation, int(org_id)) if org_id not in (None, "") else None
+            if org is None:
+                return {}
+            return {"id": org.id, "kind": org.kind, "name": org.name, "credit_code": org.credit_code,
+                    "division_code": org.division_code, "industry_code": org.industry_code,
+                    "is_central": org.is_central, "legal_representative": org.legal_representative,
+                    "address": org.address, "filing_status": org.filing_status,
+                    "filing_number": org.filing_number}
+
+        def _record(kind, title, data, public, confidential) -> int:
+            from .models import Record
+            instance = holder.get("instance")
+            row = Record(kind=str(kind)[:60], title=str(title)[:300], data=history.plain(data or {}),
+                         public=public, confidential=confidential,
+                         instance_id=instance.id if instance is not None else None,
+                         enterprise_id=(instance.enterprise_id if instance is not None else None),
+                         created_at=clock.now(), created_by=holder.get("actor", ENGINE_ACTOR))
+            if isinstance(data, dict) and data.get("enterprise_id") not in (None, ""):
+                row.enterprise_id = int(data["enterprise_id"])
+            session.add(row)
+            session.flush()
+            return row.id
+
+        def publish(kind, title, data=None) -> int:
+            """Publish a record on the public disclosure pages (what the Measures publish)."""
+            return _record(kind, title, data, True, False)
+
+        def keep_record(kind, title, data=None, confidential=True) -> int:
+            """Keep bulky or growing business data in its own table; returns its id for task data."""
+            return _record(kind, title, data, False, bool(confidential))
+
+        def read_record(record_id) -> dict:
+            from .models import Record
+            row = session.get(Record, int(record_id))
+            return dict(row.data) if row is not None else {}
+
+        return {"is_filed_agency": is_filed_agency, "organisation_info": organisation_info,
+                "publish": publish, "keep_record": keep_record, "read_record": read_record}
+
+    # ------------------------------------------------------------------ validation and deploy
+    def validate_files(self, files: list[tuple[str, bytes]]):
+        """Validate BPMN files against the parser, the XSD and our lint (needs no database)."""
+        from .validate import validate_files
+        known = set()
+        try:
+            with self.db.read() as session:
+                known = set(session.scalars(select(ProcessVersion.process_id).distinct()))
+        except Exception:  # validation must not need a database
+            known = set()
+        return validate_files(files, forms_dir=self.forms_dir, known_process_ids=known)
+
+    def deploy_paths(self, paths: Iterable[Union[str, Path]], deployed_by: str = "system") -> list[ProcessVersion]:
+        files = [(Path(p).name, Path(p).read_bytes()) for p in paths]
+        return self.deploy_files(files, deployed_by)
+
+    def deploy_files(self, files: list[tuple[str, bytes]], deployed_by: str) -> list[ProcessVersion]:
+        """Validate, then store a new version of each executable process (identical content = same version)."""
+        report = self.validate_files(files)
+        if not report.ok:
+            raise InvalidProcess(report.errors)
+        parser = report.parser
+        contents = {name: data for name, data in files}
+        now = clock.now()
+        versions = []
+        with self.db.transaction() as session:
+            for process_id in report.process_ids:
+                spec = parser.get_spec(process_id)
+                all_subs = parser.get_subprocess_specs(process_id, require_call_activity_specs=False)
+                embedded = runtime.embedded_subprocess_specs(spec, all_subs)
+                filename = Path(spec.file).name if getattr(spec, "file", None) else f"{process_id}.bpmn"
+                xml = contents.get(filename)
+                if xml is None:  # fall back to the file that holds the process
+                    xml = next(iter(contents.values()))
+                spec_json = runtime.spec_to_json(spec, embedded)
+                digest = hashlib.sha256(xml + b"\0" + process_id.encode()).hexdigest()
+                existing = session.scalar(select(ProcessVersion).where(
+                    ProcessVersion.process_id == process_id, ProcessVersion.content_hash == digest))
+                if existing is not None:
+                    versions.append(existing)
+                    continue
+                latest_no = session.scalar(select(func.max(ProcessVersion.version_no)).where(
+                    ProcessVersion.process_id == process_id)) or 0
+                version = ProcessVersion(
+                    process_id=process_id, version_no=latest_no + 1, name=spec.description or process_id,
+                    content_hash=digest, filename=filename, bpmn_xml=xml.decode("utf-8"),
+                    spec_json=spec_json, called_process_ids=runtime.called_process_ids(spec, embedded),
+                    start_messages=_start_messages(spec), deployed_by=deployed_by, deployed_at=now)
+                session.add(version)
+                session.flush()
+                history.append(session, chain=history.process_chain(process_id), kind="deployed",
+                               actor=deployed_by, at=now, data={
+                                   "version": version.version_no, "content_hash": digest,
+                                   "filename": filename, "warnings": [str(w) for w in report.warnings]})
+                versions.append(version)
+        return versions
+
+    def latest_version(self, session: Session, process_id: str) -> ProcessVersion:
+        version = session.scalar(select(ProcessVersion).where(ProcessVersion.process_id == process_id)
+                                 .order_by(ProcessVersion.version_no.desc()).limit(1))
+        if version is None:
+            raise ProcessNotFound(process_id)
+        return version
+
+    def _specs(self, session: Session, version_id: int):
+        cached = self._spec_cache.get(version_id)
+        if cached is None:
+            version = session.get(ProcessVersion, version_id)
+            spec, embedded = runtime.spec_from_json(version.spec_json)
+            cached = (version.process_id, spec, embedded, list(version.called_process_ids))
+            self._spec_cache[version_id] = cached
+            while len(self._spec_cache) > 256:
+                self._spec_cache.popitem(last=False)
+        else:
+            self._spec_cache.move_to_end(version_id)
+        return cached
+
+    def _pin_versions(self, session: Session, version_id: int) -> dict[str, int]:
+        """The latest versions of every process the version calls, transitively (pinned at start)."""
+        pins: dict[str, int] = {}
+        queue = list(self._specs(session, version_id)[3])
+        while queue:
+            process_id = queue.pop()
+            if process_id in pins:
+                continue
+            called = self.latest_version(session, process_id)
+            pins[process_id] = called.id
+            queue.extend(self._specs(session, called.id)[3])
+        return pins
+
+    def _subprocess_specs(self, session: Session, version_id: int, pins: dict[str, int]) -> dict:
+        _, _, embedded, _ = self._specs(session, version_id)
+        subs = dict(embedded)
+        for process_id, pinned in pins.items():
+            _, spec, called_embedded, _ = self._specs(session, int(pinned))
+            subs[process_id] = spec
+            subs.update(called_embedded)
+        return subs
+
+    # ------------------------------------------------------------------ instances
+    def start(self, process_id: str, *, actor: Union[User, str, None] = None,
+              data: Optional[dict] = None) -> int:
+        """Start an instance of the latest version of a process; returns its id."""
+        actor_name = _actor_name(actor)
+        with self.db.transaction() as session:
+            if isinstance(actor, User):
+                self._check_may_start(session, actor, process_id)
+            loaded = self._new_instance(session, process_id, actor_name, data or {})
+            self._run_and_save(session, loaded, actor_name, first_run=True)
+            return loaded.row.id
+
+    def startable_processes(self, user: User) -> list[str]:
+        """Processes whose start lane (the lane of the first user task) is one of the user's roles."""
+        from .models import ProcessVersion as PV
+        result = []
+        with self.db.read() as session:
+            ids = sorted(set(session.scalars(select(PV.process_id))))
+            for process_id in ids:
+                version = self.latest_version(session, process_id)
+                lanes = _start_lanes(self._specs(session, version.id)[1])
+                if lanes and any(user.has_role(lane) for lane in lanes):
+                    result.append(process_id)
+        return result
+
+    def _check_may_start(self, session: Session, user: User, process_id: str) -> None:
+        version = self.latest_version(session, process_id)
+        lanes = _start_lanes(self._specs(session, version.id)[1])
+        if not any(user.has_role(lane) for lane in lanes) and not user.has_role("administrator"):
+            raise NotAllowed(user, f"process {process_id}", "your roles do not start this process")
+
+    def _new_instance(self, session: Session, process_id: str, actor: str, data: dict,
+                      version: Optional[ProcessVersion] = None) -> _Loaded:
+        version = version or self.latest_version(session, process_id)
+        pins = self._pin_versions(session, version.id)
+        _, spec, _, _ = self._specs(session, version.id)
+        holder = {"actor": actor}
+        workflow = runtime.new_workflow(spec, self._subprocess_specs(session, version.id, pins),
+                                        self.script_engine(session, holder))
+        start_data = history.plain(data)
+        workflow.task_tree.data.update(start_data)
+        for task in workflow.get_tasks(state=TaskState.READY):
+            task.data.update(start_data)
+        now = clock.now()
+        row = Instance(process_id=process_id, version_id=version.id, called_versions=pins,
+                       status="running", state=b"", serializer_version=runtime.SERIALIZER_VERSION,
+                       title=str(data.get("title") or version.name or process_id),
+                       started_by=actor, started_at=now, updated_at=now)
+        _apply_metadata(row, start_data)
+        session.add(row)
+        session.flush()
+        holder["instance"] = row
+        history.append(session, chain=history.instance_chain(row.id), kind="started", actor=actor,
+                       at=now, instance_id=row.id, data={"process_id": process_id,
+                                                         "version": version.version_no,
+                                                         "data": start_data})
+        return _Loaded(row, workflow)
+
+    def _load(self, session: Session, instance_id: int, lock: bool = True) -> _Loaded:
+        query = select(Instance).where(Instance.id == instance_id)
+        if lock and not self.db.is_sqlite:
+            query = query.with_for_update()
+        row = session.execute(query).scalar_one_or_none()
+        if row is None:
+            raise InstanceNotFound(instance_id)
+        _, spec, _, _ = self._specs(session, row.version_id)
+        subs = self._subprocess_specs(session, row.version_id, row.called_versions or {})
+        holder = {"instance": row, "actor": ENGINE_ACTOR}
+        workflow = runtime.load_state(row.state, spec, subs, self.script_engine(session, holder))
+        return _Loaded(row, workflow)
+
+    # ------------------------------------------------------------------ inbox
+    def _inbox_query(self, user: User, process_id: Optional[str], overdue: bool):
+        query = select(HumanTask).where(
+            HumanTask.status == "open",
+            HumanTask.lane.in_(list(user.roles or [])),
+            HumanTask.scope.in_(user.scope_keys()))
+        if process_id:
+            query = query.where(HumanTask.process_id == process_id)
+        if overdue:
+            query = query.where(HumanTask.due_at < clock.now())
+        return query
+
+    def inbox(self, user: User, *, process_id: Optional[str] = None, overdue: bool = False,
+              page: int = 1, per_page: int = 25) -> InboxPage:
+        """The open tasks this user may act on, soonest due first (never deserialises workflows)."""
+        page = max(1, int(page))
+        query = self._inbox_query(user, process_id, overdue)
+        with self.db.read() as session:
+            total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+            rows = list(session.scalars(
+                query.order_by(HumanTask.due_at.is_(None), HumanTask.due_at, HumanTask.created_at)
+                .offset((page - 1) * per_page).limit(per_page)))
+        return InboxPage(rows, total, page, per_page)
+
+    def inbox_count(self, user: User) -> int:
+        query = self._inbox_query(user, None, False)
+        with self.db.read() as session:
+            return session.scalar(select(func.count()).select_from(query.subquery())) or 0
+
+    def may_act(self, user: User, row: HumanTask) -> bool:
+        return bool(user.active) and authz.may_act(user.roles or [], user.scope_keys(), row.lane, row.scope)
+
+    def _authorised_row(self, session: Session, user: User, task_id: str) -> HumanTask:
+        row = session.get(HumanTask, str(task_id))
+        if row is None:
+            raise TaskNotFound(task_id)
+        if not self.may_act(user, row):
+            raise NotAllowed(user, f"task {task_id}")
+        return row
+
+    def task_view(self, user: User, task_id: str) -> TaskView:
+        """A task with its form and the data its actor may see (only for users who may act on it)."""
+        with self.db.read() as session:
+            row = self._authorised_row(session, user, task_id)
+            loaded = self._load(session, row.instance_id, lock=False)
+            task = loaded.workflow.get_task_from_id(UUID(row.id))
+            form = self.forms.load(row.form_process_id, row.form) if row.form else None
+            ext = getattr(task.task_spec, "extensions", {}) or {}
+            data = {k: v for k, v in (task.data or {}).items() if not k.startswith("_")}
+            return TaskView(task=row, instance=loaded.row, form=form,
+                            instructions=str(ext.get("instructionsForEndUser") or ""),
+                            documentation=str(getattr(task.task_spec, "documentation", "") or ""),
+                            data=data)
+
+    # ------------------------------------------------------------------ complete
+    def complete(self, user: User, task_id: str, data: Optional[dict] = None, *, lang: str = "zh") -> RunResult:
+        """Complete a user task as this user: authorise, validate the form, run, save — one transaction."""
+        data = dict(data or {})
+        try:
+            with self.db.transaction() as session:
+                row = self._authorised_row(session, user, task_id)
+                if row.status != "open":
+                    who = f" by {row.completed_by}" if row.completed_by else ""
+                    raise StaleInstance(row.instance_id, f"task '{row.title}' was already {row.status}{who}")
+                if row.form:
+                    form = self.forms.load(row.form_process_id, row.form)
+                    data = form.validate(data, lang=lang)
+                elif data.get("confirmed") not in (True, "true", "on", "1", 1):
+                    raise InvalidFormData({"confirmed": ["请确认已阅知" if lang == "zh" else "please confirm"]})
+                loaded = self._load(session, row.instance_id)
+                task = loaded.workflow.get_task_from_id(UUID(row.id))
+                if task is None or task.state != TaskState.READY:
+                    raise StaleInstance(row.instance_id, "task is no longer ready")
+                task.data.update(history.plain(data))
+                now = clock.now()
+                row.status, row.completed_by, row.completed_at = "completed", user.username, now
+                history.append(session, chain=history.instance_chain(row.instance_id),
+                               kind="task_completed", actor=user.username, at=now,
+                               instance_id=row.instance_id, task_id=row.id, bpmn_id=row.bpmn_id,
+                               data={"title": row.title, "data": data})
+                result = self._run_and_save(session, loaded, user.username, run_task=task)
+                return result
+        except StaleDataError as exc:
+            raise StaleInstance(getattr(exc, "instance_id", None), "changed meanwhile; reload and try again") from exc
+
+    # ------------------------------------------------------------------ running and saving
+    def _run_engine(self, session: Session, loaded: _Loaded, actor: str, run_task=None) -> Optional[tuple[str, str]]:
+        """Run the task (if any) and the engine steps; a failure becomes an incident (task id, error)."""
+        from .scripting import start_run
+        workflow = loaded.workflow
+        with start_run(budget_seconds=self.script_budget_seconds):
+            try:
+                if run_task is not None:
+                    run_task.run()
+                workflow.do_engine_steps()
+                return None
+            except Exception as exc:  # any failure inside user-supplied BPMN becomes an incident
+                failing = workflow.get_tasks(state=TaskState.ERROR)
+                task_id = str(failing[0].id) if failing else (str(run_task.id) if run_task else "")
+                bpmn_id = failing[0].task_spec.name if failing else ""
+                return task_id, f"{bpmn_id}: {_describe(exc)}"
+
+    def _run_and_save(self, session: Session, loaded: _Loaded, actor: str, *, run_task=None,
+                      first_run: bool = False, fired: Optional[list[str]] = None) -> RunResult:
+        """Run the engine, then route messages, sync inbox rows, timers, waits, state and history."""
+        pending = [(loaded, run_task)]
+        result: Optional[RunResult] = None
+        hops = 0
+        while pending:
+            current, task = pending.pop(0)
+            hops += 1
+            if hops > MAX_MESSAGE_HOPS:
+                raise ScriptError("too many messages between instances in one action")
+            incident = self._run_engine(session, current, actor, task)
+            follow_ups = self._save(session, current, actor, incident)
+            if result is None:
+                result = RunResult(current.row.id, current.row.status, fired or [],
+                                   incident[1] if incident else None)
+            pending.extend(follow_ups)
+        return result
+
+    def _save(self, session: Session, loaded: _Loaded, actor: str,
+              incident: Optional[tuple[str, str]]) -> list:
+        row, workflow = loaded.row, loaded.workflow
+        now = clock.now()
+        follow_ups = []
+        if incident is None:
+            follow_ups = self._route_events(session, loaded, actor)
+        self._sync_human_tasks(session, loaded, now)
+        if incident is not None:
+            row.status, row.incident_task, row.incident_error = "incident", incident[0], incident[1]
+            history.append(session, chain=history.instance_chain(row.id), kind="incident",
+                           actor=ENGINE_ACTOR, at=now, instance_id=row.id, task_id=incident[0],
+                           data={"error": incident[1]})
+        elif row.status == "incident" and row.incident_task is not None and self._incident_open(loaded):
+            pass
+        elif workflow.is_completed():
+            if row.status != "completed":
+                row.status, row.completed_at = "completed", now
+                history.append(session, chain=history.instance_chain(row.id), kind="completed",
+                               actor=ENGINE_ACTOR, at=now, instance_id=row.id, data={})
+        else:
+            row.status = "running"
+            row.incident_task = row.incident_error = None
+        self._sync_waits(session, loaded)
+        row.next_timer_at = runtime.next_timer_at(workflow) if row.status == "running" else None
+        last = workflow.last_task.data if workflow.last_task is not None else {}
+        _apply_metadata(row, last)
+        row.state = runtime.dump_state(workflow)
+        row.serializer_version = runtime.SERIALIZER_VERSION
+        row.updated_at = now
+        session.flush()
+        return follow_ups
+
+    def _incident_open(self, loaded: _Loaded) -> bool:
+        return bool(loaded.workflow.get_tasks(state=TaskState.ERROR))
+
+    def _sync_human_tasks(self, session: Session, loaded: _Loaded, now: datetime) -> None:
+        row, workflow = loaded.row, loaded.workflow
+        open_rows = {r.id: r for r in session.scalars(select(HumanTask).where(
+            HumanTask.instance_id == row.id, HumanTask.status == "open"))}
+        ready = {str(t.id): t for t in runtime.ready_user_tasks(workflow)}
+        for task_id, existing in open_rows.items():
+            if task_id not in ready:
+                existing.status, existing.completed_at = "cancelled", now
+        for task_id, task in ready.items():
+            if task_id in open_rows:
+                continue
+            session.add(self._human_task_row(session, row, task, now))
+
+    def _human_task_row(self, session: Session, instance: Instance, task, now: datetime) -> HumanTask:
+        props = runtime.user_task_properties(task)
+        lane = task.task_spec.lane or ""
+        from .scripting import evaluate_expression
+        engine = self.script_engine(session)
+        expression = props.get("scope") or authz.default_scope_expression(lane)
+        try:
+            scope = str(evaluate_expression(expression, task.data, helpers=engine_helpers(engine)))
+        except Exception as exc:
+            raise ScriptError(f"scope of task {task.task_spec.name} ({expression}): {_describe(exc)}") from exc
+        due_at = None
+        if props.get("due"):
+            try:
+                value = evaluate_expression(props["due"], task.data, helpers=engine_helpers(engine))
+                due_at = _to_datetime(value)
+            except Exception as exc:
+                raise ScriptError(f"due date of task {task.task_spec.name}: {_describe(exc)}") from exc
+        return HumanTask(
+            id=str(task.id), instance_id=instance.id, process_id=instance.process_id,
+            bpmn_id=task.task_spec.name, title=task.task_spec.bpmn_name or task.task_spec.name,
+            lane=lane, scope=scope, form=props.get("formJsonSchemaFilename"),
+            form_process_id=task.workflow.spec.name, article=props.get("article"),
+            enterprise_name=(task.data.get("enterprise_name") or None), due_at=due_at,
+            status="open", created_at=now)
+
+    def _sync_waits(self, session: Session, loaded: _Loaded) -> None:
+        row, workflow = loaded.row, loaded.workflow
+        session.query(MessageWait).filter(MessageWait.instance_id == row.id).delete()
+        if row.status not in ("running", "incident"):
+            return
+        for name, correlations in runtime.waiting_messages(workflow):
+            session.add(MessageWait(instance_id=row.id, message_name=name, correlations=correlations))
+
+    # ------------------------------------------------------------------ messages
+    def _route_events(self, session: Session, loaded: _Loaded, actor: str) -> list:
+        """Deliver what the instance threw: to a waiting instance, else to a start event, else keep it."""
+        follow_ups = []
+        now = clock.now()
+        for event in loaded.workflow.get_events():
+            definition = event.event_definition
+            if not isinstance(definition, MessageEventDefinition):
+                continue
+            payload = history.plain(event.payload if isinstance(event.payload, dict) else {"payload": event.payload})
+            correlations = history.plain(event.correlations or {})
+            history.append(session, chain=history.instance_chain(loaded.row.id), kind="message_sent",
+                           actor=ENGINE_ACTOR, at=now, instance_id=loaded.row.id,
+                           data={"message": definition.name, "correlations": correlations, "payload": payload})
+            target = self._deliver(session, definition.name, event, payload, correlations,
+                                   source_instance_id=loaded.row.id, actor=actor)
+            if target is not None:
+                follow_ups.append((target, None))
+        return follow_ups
+
+    def _deliver(self, session: Session, name: str, event, payload: dict, correlations: dict,
+                 source_instance_id: Optional[int], actor: str) -> Optional[_Loaded]:
+        now = clock.now()
+        waits = session.scalars(select(MessageWait).where(MessageWait.message_name == name)
+                                .order_by(MessageWait.instance_id)).all()
+        for wait in waits:
+            if wait.instance_id == source_instance_id:
+                continue
+            if not runtime.correlations_match(correlations, wait.correlations or {}):
+                continue
+            target = self._load(session, wait.instance_id)
+            try:
+                target.workflow.send_event(event)
+            except Exception:
+                continue
+            history.append(session, chain=history.instance_chain(target.row.id), kind="message_received",
+                           actor=ENGINE_ACTOR, at=now, instance_id=target.row.id,
+                           data={"message": name, "from_instance": source_instance_id, "payload": payload})
+            return target
+        starters = [v for v in self._latest_versions(session) if name in (v.start_messages or [])]
+        if starters:
+            version = starters[0]
+            target = self._new_instance(session, version.process_id, actor, payload, version=version)
+            target.workflow.do_engine_steps()
+            target.workflow.send_event(event)
+            history.append(session, chain=history.instance_chain(target.row.id), kind="message_received",
+                           actor=ENGINE_ACTOR, at=now, instance_id=target.row.id,
+                           data={"message": name, "from_instance": source_instance_id, "payload": payload})
+            return target
+        session.add(UndeliveredMessage(name=name, payload=payload, correlations=correlations,
+                                       source_instance_id=source_instance_id, created_at=now,
+                                       reason="no instance waits for it and no process starts with it"))
+        if source_instance_id is not None:
+            history.append(session, chain=history.instance_chain(source_instance_id),
+                           kind="message_undelivered", actor=ENGINE_ACTOR, at=now,
+                           instance_id=source_instance_id, data={"message": name})
+        return None
+
+    def _latest_versions(self, session: Session) -> list[ProcessVersion]:
+        newest = select(ProcessVersion.process_id, func.max(ProcessVersion.version_no).label("n")) \
+            .group_by(ProcessVersion.process_id).subquery()
+        return list(session.scalars(select(ProcessVersion).join(newest, and_(
+            ProcessVersion.process_id == newest.c.process_id, ProcessVersion.version_no == newest.c.n))
+            .order_by(ProcessVersion.process_id)))
+
+    def send_message(self, name: str, payload: Optional[dict] = None, correlations: Optional[dict] = None,
+                     *, actor: str = ENGINE_ACTOR) -> Optional[int]:
+        """Deliver a message from outside; returns the instance that took it, or None (kept undelivered)."""
+        from SpiffWorkflow.bpmn import BpmnEvent
+        payload = history.plain(payload or {})
+        definition = MessageEventDefinition(name)
+        event = BpmnEvent(definition, payload=payload, correlations=correlations or {})
+        with self.db.transaction() as session:
+            target = self._deliver(session, name, event, payload, correlations or {}, None, actor)
+            if target is None:
+                return None
+            self._run_and_save(session, target, actor)
+            return target.row.id
+
+    # ------------------------------------------------------------------ timers
+    def tick(self, now: Optional[datetime] = None) -> list[RunResult]:
+        """Fire every due timer; each instance in its own transaction, safe from several workers."""
+        now = now or clock.now()
+        results = []
+        with clock.use_clock(now):
+            with self.db.read() as session:
+                due_ids = list(session.scalars(
+                    select(Instance.id).where(Instance.next_timer_at <= now, Instance.status == "running")
+                    .order_by(Instance.next_timer_at).limit(10000)))
+            for instance_id in due_ids:
+                result = self._fire(instance_id, now)
+                if result is not None:
+                    results.append(result)
+        return results
+
+    def _fire(self, instance_id: int, now: datetime) -> Optional[RunResult]:
+        with self.db.transaction() as session:
+            query = select(Instance).where(Instance.id == instance_id, Instance.next_timer_at <= now,
+                                           Instance.status == "running")
+            if not self.db.is_sqlite:
+                query = query.with_for_update(skip_locked=True)
+            if session.execute(query).scalar_one_or_none() is None:
+                return None  # another worker fired it meanwhile
+            loaded = self._load(session, instance_id)
+            waiting = {t.id: t for t in loaded.workflow.get_tasks(state=TaskState.WAITING)}
+            loaded.workflow.refresh_timers()
+            fired = [t for t in waiting.values() if t.state != TaskState.WAITING
+                     or t._get_internal_data("event_fired", False)]
+            fired_names = []
+            for task in fired:
+                fired_names.append(task.task_spec.name)
+                history.append(session, chain=history.instance_chain(instance_id), kind="timer_fired",
+                               actor=TIMER_ACTOR, at=now, instance_id=instance_id, task_id=str(task.id),
+                               bpmn_id=task.task_spec.name,
+                               data={"timer": task.task_spec.bpmn_name or task.task_spec.name,
+                                     "due": str(task._get_internal_data("event_value"))})
+            return self._run_and_save(session, loaded, TIMER_ACTOR, fired=fired_names)
+
+    # ------------------------------------------------------------------ incidents
+    def retry(self, user: User, instance_id: int, data_patch: Optional[dict] = None) -> RunResult:
+        """Retry an instance's failing task (administrator), optionally after correcting its data."""
+        if not user.has_role("administrator"):
+            raise NotAllowed(user, f"instance {instance_id}", "only an administrator retries incidents")
+        with self.db.transaction() as session:
+            loaded = self._load(session, instance_id)
+            failing = loaded.workflow.get_tasks(state=TaskState.ERROR)
+            if not failing and loaded.row.status != "incident":
+                raise StaleInstance(instance_id, "has no incident to retry")
+            now = clock.now()
+            for task in failing:
+                if data_patch:
+                    task.data.update(history.plain(data_patch))
+                task._set_state(TaskState.READY)
+            history.append(session, chain=history.instance_chain(instance_id), kind="retried",
+                           actor=user.username, at=now, instance_id=instance_id,
+                           task_id=loaded.row.incident_task,
+                           data={"previous_error": loaded.row.incident_error, "data_patch": data_patch or {}})
+            loaded.row.status = "running"
+            loaded.row.incident_task = loaded.row.incident_error = None
+            return self._run_and_save(session, loaded, user.username)
+
+    # ------------------------------------------------------------------ history
+    def history(self, instance_id: int) -> list:
+        from .models import Event
+        with self.db.read() as session:
+            return list(session.scalars(select(Event).where(
+                Event.chain == history.instance_chain(instance_id)).order_by(Event.seq)))
+
+    def verify_history(self) -> list[history.Break]:
+        with self.db.read() as session:
+            return history.verify(session)
+
+    def instance(self, instance_id: int) -> Instance:
+        with self.db.read() as session:
+            row = session.get(Instance, instance_id)
+            if row is None:
+                raise InstanceNotFound(instance_id)
+            return row
+
+    def instance_data(self, instance_id: int) -> dict:
+        """The data of the instance's most recent task (for tests, the CLI and auditors)."""
+        with self.db.read() as session:
+            loaded = self._load(session, instance_id, lock=False)
+            last = loaded.workflow.last_task
+            return dict(last.data) if last is not None else {}
+
+
+# ---------------------------------------------------------------------- helpers
+def engine_helpers(script_engine) -> dict:
+    env = script_engine.environment
+    return dict(getattr(env, "helpers", {}) or {})
+
+
+def _actor_name(actor) -> str:
+    if actor is None:
+        return ENGINE_ACTOR
+    return actor.username if isinstance(actor, User) else str(actor)
+
+
+def _apply_metadata(row: Instance, data: dict) -> None:
+    if not isinstance(data, dict):
+        return
+    if data.get("enterprise_id") not in (None, ""):
+        try:
+            row.enterprise_id = int(data["enterprise_id"])
+        except (TypeError, ValueError):
+            pass
+    if data.get("jurisdiction_code"):
+        row.jurisdiction_code = str(data["jurisdiction_code"])[:6]
+    if data.get("business_key"):
+        row.business_key = str(data["business_key"])[:100]
+    if data.get("enterprise_name") and row.title and data["enterprise_name"] not in row.title:
+        row.title = f"{row.title} — {data['enterprise_name']}"[:300]
+
+
+def _start_messages(spec) -> list[str]:
+    from SpiffWorkflow.bpmn.specs.mixins.events.start_event import StartEvent
+    names = []
+    for task_spec in spec.task_specs.values():
+        if isinstance(task_spec, StartEvent):
+            definition = getattr(task_spec, "event_definition", None)
+            if isinstance(definition, MessageEventDefinition):
+                names.append(definition.name)
+    return names
+
+
+def _start_lanes(spec) -> list[str]:
+    """The lanes of the user tasks reachable first from the start event."""
+    from SpiffWorkflow.bpmn.specs.mixins.events.start_event import StartEvent
+    lanes, seen = [], set()
+    queue = [t for t in spec.task_specs.values() if isinstance(t, StartEvent)]
+    if any(getattr(t, "event_definition", None) is not None
+           and type(t.event_definition).__name__ != "NoneEventDefinition" for t in queue):
+        return []
+    while queue:
+        task_spec = queue.pop(0)
+        if task_spec.name in seen:
+            continue
+        seen.add(task_spec.name)
+        if getattr(task_spec, "manual", False):
+            if task_spec.lane:
+                lanes.append(task_spec.lane)
+            continue
+        queue.extend(task_spec.outputs)
+    return lanes
+
+
+def _to_datetime(value) -> Optional[datetime]:
+    if value in (None, ""):
+        return None
+    if isinstance(value, datetime):
+        when = value
+    else:
+        text = str(value)
+        when = datetime.fromisoformat(text if "T" in text else text + "T23:59:59+08:00")
+    if when.tzinfo is None:
+        raise ValueError(f"due date {value!r} has no UTC offset")
+    return when.astimezone(timezone.utc)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip() or exc.__class__.__name__
+    inner = getattr(exc, "exception", None)
+    if inner is not None and str(inner) and str(inner) not in text:
+        text = f"{text}: {inner}"
+    return text[:2000]

@@ -1,0 +1,215 @@
+"""A pure wrapper around SpiffWorkflow: specs, (de)serialisation without the spec, ready tasks, timers.
+
+No database and no I/O here; engine.facade owns transactions.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import zlib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable, Optional
+from uuid import UUID
+
+from SpiffWorkflow import TaskState
+from SpiffWorkflow.bpmn import BpmnWorkflow
+from SpiffWorkflow.bpmn.serializer import BpmnWorkflowSerializer
+from SpiffWorkflow.bpmn.serializer.default.workflow import BpmnWorkflowConverter, WorkflowConverter
+from SpiffWorkflow.bpmn.serializer.workflow import VERSION as SERIALIZER_VERSION
+from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
+from SpiffWorkflow.bpmn.specs.mixins.subworkflow_task import CallActivity, SubWorkflowTask
+from SpiffWorkflow.spiff.serializer.config import SPIFF_CONFIG
+
+__all__ = ["SERIALIZER_VERSION", "install", "serializer", "spec_to_json", "spec_from_json",
+           "dump_state", "load_state", "new_workflow", "ready_user_tasks", "next_timer_at",
+           "waiting_messages", "user_task_properties", "called_process_ids"]
+
+# A loop iteration adds a level to SpiffWorkflow's task tree, and its task search stops at depth
+# 1000: a 2-task gateway loop then silently "completes" the instance after ~500 iterations.
+UNLIMITED_DEPTH = 10**9
+_installed = False
+_install_lock = threading.Lock()
+
+
+def install() -> None:
+    """Lift SpiffWorkflow's task-search depth limit and route its timers through engine.clock."""
+    global _installed
+    with _install_lock:
+        if _installed:
+            return
+        from SpiffWorkflow.util.task import TaskIterator
+        from SpiffWorkflow.bpmn.util.task import BpmnTaskIterator
+        for cls in (TaskIterator, BpmnTaskIterator):
+            defaults = list(cls.__init__.__defaults__)
+            # (end_at_spec, max_depth, ...) in both signatures
+            defaults[1] = UNLIMITED_DEPTH
+            cls.__init__.__defaults__ = tuple(defaults)
+        from . import clock
+        clock.install()
+        _installed = True
+
+
+class LeanWorkflowConverter(BpmnWorkflowConverter):
+    """Serialises a workflow without its spec (stored once per version); restores with given specs."""
+
+    def to_dict(self, workflow):
+        dct = WorkflowConverter.to_dict(self, workflow)
+        dct["subprocesses"] = self.mapping_to_dict(workflow.subprocesses)
+        dct["bpmn_events"] = self.registry.convert(workflow.bpmn_events)
+        return dct
+
+    def from_dict(self, dct):
+        spec = dct.pop("spec")
+        subprocess_specs = dct.pop("subprocess_specs", {})
+        workflow = self.target_class(spec, subprocess_specs, deserializing=True)
+        workflow.tasks = self.mapping_from_dict(dct["tasks"], UUID, workflow=workflow)
+        workflow.task_tree = workflow.tasks.get(UUID(dct["root"]))
+        self.set_default_attributes(workflow, dct)
+        self.subprocesses_from_dict(dct["subprocesses"], workflow)
+        workflow.bpmn_events = self.registry.restore(dct.pop("bpmn_events", []))
+        return workflow
+
+
+def _make_serializer() -> BpmnWorkflowSerializer:
+    config = dict(SPIFF_CONFIG)
+    config[BpmnWorkflow] = LeanWorkflowConverter
+    return BpmnWorkflowSerializer(BpmnWorkflowSerializer.configure(config))
+
+
+serializer = _make_serializer()
+
+
+def spec_to_json(spec, subprocess_specs: dict) -> str:
+    """Serialise a process spec and its embedded sub-process specs (once per version)."""
+    return json.dumps({
+        "spec": serializer.to_dict(spec),
+        "subprocess_specs": {name: serializer.to_dict(s) for name, s in subprocess_specs.items()},
+    })
+
+
+def spec_from_json(text: str):
+    """Restore (spec, embedded subprocess specs) from spec_to_json output."""
+    dct = json.loads(text)
+    spec = serializer.from_dict(dct["spec"])
+    subs = {name: serializer.from_dict(s) for name, s in dct["subprocess_specs"].items()}
+    return spec, subs
+
+
+def called_process_ids(spec, subprocess_specs: dict) -> list[str]:
+    """Process ids called by call activities of the spec or its embedded sub-processes."""
+    called = set()
+    for one in [spec, *subprocess_specs.values()]:
+        for task_spec in one.task_specs.values():
+            if isinstance(task_spec, CallActivity):
+                called.add(task_spec.spec)
+    return sorted(called - set(subprocess_specs))
+
+
+def embedded_subprocess_specs(spec, all_subprocess_specs: dict) -> dict:
+    """The sub-process specs that belong to this process (not separately deployed call targets)."""
+    result, queue = {}, [spec]
+    while queue:
+        one = queue.pop()
+        for task_spec in one.task_specs.values():
+            if isinstance(task_spec, SubWorkflowTask) and not isinstance(task_spec, CallActivity):
+                name = task_spec.spec
+                if name not in result and name in all_subprocess_specs:
+                    result[name] = all_subprocess_specs[name]
+                    queue.append(all_subprocess_specs[name])
+    return result
+
+
+def new_workflow(spec, subprocess_specs: dict, script_engine) -> BpmnWorkflow:
+    """A fresh workflow of a spec, with the restricted script engine attached."""
+    return BpmnWorkflow(spec, subprocess_specs, script_engine=script_engine)
+
+
+def dump_state(workflow: BpmnWorkflow) -> bytes:
+    """The workflow's state without its spec, as compressed JSON."""
+    registry = serializer.registry
+    registry._encoder_mode = True
+    try:
+        dct = serializer.to_dict(workflow)
+        text = json.dumps(dct, cls=serializer._encoder_cls, separators=(",", ":"))
+    finally:
+        registry._encoder_mode = False
+    return zlib.compress(text.encode("utf-8"), 6)
+
+
+def load_state(state: bytes, spec, subprocess_specs: dict, script_engine) -> BpmnWorkflow:
+    """Restore a workflow from dump_state output; the restricted script engine is re-attached."""
+    dct = json.loads(zlib.decompress(state).decode("utf-8"))
+    dct["spec"] = spec
+    dct["subprocess_specs"] = subprocess_specs
+    workflow = serializer.registry.convert_from_dict[
+        serializer.registry.typenames[BpmnWorkflow]](dct)
+    # The script engine is not serialised: a restored workflow would get the unrestricted default.
+    workflow.script_engine = script_engine
+    return workflow
+
+
+def ready_user_tasks(workflow: BpmnWorkflow) -> list:
+    """READY manual (user) tasks, sub-processes included."""
+    return workflow.get_tasks(state=TaskState.READY, manual=True)
+
+
+def user_task_properties(task) -> dict[str, str]:
+    """The spiffworkflow:properties of a task spec as a dict."""
+    ext = getattr(task.task_spec, "extensions", None) or {}
+    return dict(ext.get("properties", {}) or {})
+
+
+def _parse_when(value) -> Optional[datetime]:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        when = value
+    elif isinstance(value, dict):  # cycle timers keep {'next': iso, ...}
+        return _parse_when(value.get("next"))
+    else:
+        text = str(value)
+        try:
+            when = TimerEventDefinition.parse_time_or_duration(text)
+        except Exception:
+            return None
+        if not isinstance(when, datetime):
+            return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc)
+
+
+def next_timer_at(workflow: BpmnWorkflow) -> Optional[datetime]:
+    """The earliest due time of every waiting timer (boundary, intermediate, gateway, sub-process)."""
+    times = []
+    for task in workflow.get_tasks(state=TaskState.WAITING):
+        definition = getattr(task.task_spec, "event_definition", None)
+        if definition is None:
+            continue
+        candidates = [definition]
+        candidates += list(getattr(definition, "event_definitions", []) or [])
+        if any(isinstance(d, TimerEventDefinition) for d in candidates):
+            when = _parse_when(task._get_internal_data("event_value"))
+            if when is not None:
+                times.append(when)
+    return min(times) if times else None
+
+
+def waiting_messages(workflow: BpmnWorkflow) -> list[tuple[str, dict]]:
+    """(message name, correlations) for every message the workflow waits for."""
+    result = []
+    for pending in workflow.waiting_events():
+        if pending.event_type.endswith("MessageEventDefinition"):
+            correlations = getattr(pending, "correlations", None) or {}
+            if not isinstance(correlations, dict):
+                correlations = {}
+            result.append((pending.name, json.loads(json.dumps(correlations, default=str))))
+    return result
+
+
+def correlations_match(event_correlations: dict, waiting: dict) -> bool:
+    """SpiffWorkflow's rule: no correlation on either side matches; else any shared key equal."""
+    if not event_correlations or not waiting:
+        return True
+    return any(event_correlations.get(key) == waiting.get(key) for key in event_correlations)
