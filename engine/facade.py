@@ -445,7 +445,7 @@ class Engine:
             try:
                 if run_task is not None:
                     run_task.run()
-                workflow.do_engine_steps()
+                runtime.do_engine_steps(workflow)
                 return None
             except Exception as exc:  # any failure inside user-supplied BPMN becomes an incident
                 failing = workflow.get_tasks(state=TaskState.ERROR)
@@ -597,7 +597,7 @@ class Engine:
         if starters:
             version = starters[0]
             target = self._new_instance(session, version.process_id, actor, payload, version=version)
-            target.workflow.do_engine_steps()
+            runtime.do_engine_steps(target.workflow)
             target.workflow.send_event(event)
             history.append(session, chain=history.instance_chain(target.row.id), kind="message_received",
                            actor=ENGINE_ACTOR, at=now, instance_id=target.row.id,

@@ -458,6 +458,9 @@ class Form:
         self.english = english or {}
         self.path = Path(path) if path is not None else None
         self._validator = Draft202012Validator(schema, format_checker=FORMAT_CHECKER)
+        # id(subschema) -> its pointer in the file; jsonschema leaves "$ref" out of error paths,
+        # so a failing subschema is located by identity
+        self._pointers = {id(sub): ptr for ptr, sub in _iter_subschemas(schema)}
 
     def __repr__(self) -> str:
         return f"<Form {self.path or self.schema.get('title')!s}>"
@@ -591,7 +594,9 @@ class Form:
         return coerce(self, raw)
 
     def _option_titles(self, error: ValidationError, branches: list, lang: str) -> list[str]:
-        base = _schema_pointer(self.schema, error)
+        base = self._pointers.get(id(error.schema))
+        if base is None:
+            base = _schema_pointer(self.schema, error)
         titles = []
         for i, branch in enumerate(branches):
             title = None
@@ -723,6 +728,8 @@ def _schema_pointer(root: dict, error: ValidationError) -> str | None:
                 return None
             pointer = ref[1:]
             continue
+        if isinstance(node, dict) and token not in node:
+            pointer, node = _follow_refs(root, pointer, node)   # jsonschema omits "$ref"
         if isinstance(node, dict) and token in node:
             node = node[token]
         elif isinstance(node, list) and isinstance(token, int) and token < len(node):

@@ -237,3 +237,31 @@ class Record(Base):
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column()
     created_by: Mapped[str] = mapped_column(String(64), default="engine")
+
+
+class LoginAttempt(Base):
+    """A failed login, for throttling by user name and by address (shared by every web worker)."""
+
+    __tablename__ = "login_attempt"
+    __table_args__ = (Index("ix_login_attempt_username_at", "username", "at"),
+                      Index("ix_login_attempt_address_at", "address", "at"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column()
+
+
+class Upload(Base):
+    """An uploaded file, stored outside task data; task data keeps its id."""
+
+    __tablename__ = "upload"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(Integer)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    instance_id: Mapped[Optional[int]] = mapped_column(Integer, index=True)
+    enterprise_id: Mapped[Optional[int]] = mapped_column(Integer, index=True)
+    uploaded_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column()

@@ -117,6 +117,8 @@ def _describe_syntax_error(exc: etree.XMLSyntaxError) -> tuple[Optional[int], st
         m = re.search(r"depth in document: (\d+)", detail)
         limit = m.group(1) if m else "256"
         return line, f"the XML nests elements too deeply (more than {limit} levels)"
+    if "entityref" in low:
+        return line, f"the file is not well-formed XML: a bare & must be written &amp; ({detail})"
     if "entity" in low:
         return line, f"entities are not allowed ({detail})"
     if "document is empty" in low or "start tag expected" in low:

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: c5417a887250
+Revision ID: 7cbf65c6ad44
 Revises: 
-Create Date: 2026-11-30 03:19:14.440051
+Create Date: 2026-11-30 03:20:39.467430
 
 """
 from typing import Sequence, Union
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision: str = 'c5417a887250'
+revision: str = '7cbf65c6ad44'
 down_revision: Union[str, Sequence[str], None] = None
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
@@ -60,6 +60,17 @@ def upgrade() -> None:
     with op.batch_alter_table('event', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_event_chain'), ['chain'], unique=False)
         batch_op.create_index(batch_op.f('ix_event_instance_id'), ['instance_id'], unique=False)
+
+    op.create_table('login_attempt',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('username', sa.String(length=64), nullable=False),
+    sa.Column('address', sa.String(length=64), nullable=False),
+    sa.Column('at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('login_attempt', schema=None) as batch_op:
+        batch_op.create_index('ix_login_attempt_address_at', ['address', 'at'], unique=False)
+        batch_op.create_index('ix_login_attempt_username_at', ['username', 'at'], unique=False)
 
     op.create_table('process_version',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -111,6 +122,24 @@ def upgrade() -> None:
     sa.Column('resolved_at', sa.DateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )
+    op.create_table('upload',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('sha256', sa.String(length=64), nullable=False),
+    sa.Column('filename', sa.String(length=255), nullable=False),
+    sa.Column('content_type', sa.String(length=100), nullable=False),
+    sa.Column('size', sa.Integer(), nullable=False),
+    sa.Column('content', sa.LargeBinary(), nullable=False),
+    sa.Column('instance_id', sa.Integer(), nullable=True),
+    sa.Column('enterprise_id', sa.Integer(), nullable=True),
+    sa.Column('uploaded_by', sa.String(length=64), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('upload', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_upload_enterprise_id'), ['enterprise_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_upload_instance_id'), ['instance_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_upload_sha256'), ['sha256'], unique=False)
+
     op.create_table('organisation',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('kind', sa.String(length=16), nullable=False),
@@ -249,6 +278,12 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_organisation_kind'))
 
     op.drop_table('organisation')
+    with op.batch_alter_table('upload', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_upload_sha256'))
+        batch_op.drop_index(batch_op.f('ix_upload_instance_id'))
+        batch_op.drop_index(batch_op.f('ix_upload_enterprise_id'))
+
+    op.drop_table('upload')
     op.drop_table('undelivered_message')
     with op.batch_alter_table('record', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_record_public'))
@@ -261,6 +296,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_process_version_process_id'))
 
     op.drop_table('process_version')
+    with op.batch_alter_table('login_attempt', schema=None) as batch_op:
+        batch_op.drop_index('ix_login_attempt_username_at')
+        batch_op.drop_index('ix_login_attempt_address_at')
+
+    op.drop_table('login_attempt')
     with op.batch_alter_table('event', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_event_instance_id'))
         batch_op.drop_index(batch_op.f('ix_event_chain'))
