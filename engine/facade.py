@@ -209,12 +209,9 @@ class Engine:
         with self.db.transaction() as session:
             for process_id in report.process_ids:
                 spec = parser.get_spec(process_id)
-                all_subs = parser.get_subprocess_specs(process_id, require_call_activity_specs=False)
-                embedded = runtime.embedded_subprocess_specs(spec, all_subs)
-                filename = Path(spec.file).name if getattr(spec, "file", None) else f"{process_id}.bpmn"
-                xml = contents.get(filename)
-                if xml is None:  # fall back to the file that holds the process
-                    xml = next(iter(contents.values()))
+                embedded = runtime.embedded_subprocess_specs(spec, parser.get_spec)
+                filename = report.process_files.get(process_id) or f"{process_id}.bpmn"
+                xml = contents[filename]
                 spec_json = runtime.spec_to_json(spec, embedded)
                 digest = hashlib.sha256(xml + b"\0" + process_id.encode()).hexdigest()
                 existing = session.scalar(select(ProcessVersion).where(

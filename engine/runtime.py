@@ -151,17 +151,20 @@ def called_process_ids(spec, subprocess_specs: dict) -> list[str]:
     return sorted(called - set(subprocess_specs))
 
 
-def embedded_subprocess_specs(spec, all_subprocess_specs: dict) -> dict:
-    """The sub-process specs that belong to this process (not separately deployed call targets)."""
+def embedded_subprocess_specs(spec, get_spec) -> dict:
+    """The sub-process specs that belong to this process (not separately deployed call targets).
+
+    `get_spec(name)` returns the parsed spec of an embedded sub-process (e.g. parser.get_spec).
+    """
     result, queue = {}, [spec]
     while queue:
         one = queue.pop()
         for task_spec in one.task_specs.values():
             if isinstance(task_spec, SubWorkflowTask) and not isinstance(task_spec, CallActivity):
                 name = task_spec.spec
-                if name not in result and name in all_subprocess_specs:
-                    result[name] = all_subprocess_specs[name]
-                    queue.append(all_subprocess_specs[name])
+                if name not in result:
+                    result[name] = get_spec(name)
+                    queue.append(result[name])
     return result
 
 

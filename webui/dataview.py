@@ -1,0 +1,116 @@
+"""Read-only views of data: earlier task data labelled by the process's forms, and published records."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .display import HIDDEN_KEYS, KEY_LABELS, key_label, value_label
+
+
+@dataclass
+class Item:
+    key: str
+    label: str
+    kind: str = "text"                  # text | table | list | file
+    text: str = ""
+    columns: list[str] = field(default_factory=list)
+    rows: list[list[str]] = field(default_factory=list)
+    values: list[str] = field(default_factory=list)
+    file_id: Optional[str] = None
+
+
+def process_forms(engine, process_id: str) -> dict[str, Any]:
+    """Top-level field name -> the Form of this process that asks for it (first file wins)."""
+    folder = engine.forms.forms_dir / process_id
+    found: dict[str, Any] = {}
+    if not folder.is_dir():
+        return found
+    for path in sorted(folder.glob("*.schema.json")):
+        try:
+            form = engine.forms.load(process_id, path.name)
+        except Exception:  # a broken form file must not hide the task; the validator reports it
+            continue
+        for name in (form.schema.get("properties") or {}):
+            found.setdefault(name, form)
+    return found
+
+
+def _option_text(form, path: str, value: Any, lang: str) -> str:
+    located = form.schema_at(path)
+    if located and not isinstance(value, (dict, list)):
+        pointer, schema = located
+        for keyword in ("oneOf", "anyOf"):
+            for i, branch in enumerate(schema.get(keyword) or []):
+                if isinstance(branch, dict) and branch.get("const") == value:
+                    return form.text(f"{pointer}/{keyword}/{i}/title", lang) or str(value)
+    key = path.rsplit("/", 1)[-1]
+    return value_label(key, value)
+
+
+def _pointer_label(form, path: str, fallback: str, lang: str) -> str:
+    located = form.schema_at(path)
+    return form.label(located[0], lang) if located else fallback
+
+
+def _is_file(form, path: str) -> bool:
+    return form.ui(path).get("ui:widget") == "file"
+
+
+def form_item(form, key: str, value: Any, lang: str) -> Item:
+    """One earlier value, labelled and formatted by the form that asked for it."""
+    label = form.label(key, lang)
+    if _is_file(form, key):
+        return Item(key, label, kind="file", file_id=str(value))
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        located = form.schema_at(f"{key}/0")
+        columns = list((located[1].get("properties") or {}).keys()) if located else []
+        columns = columns or sorted({k for v in value for k in v})
+        return Item(key, label, kind="table",
+                    columns=[_pointer_label(form, f"{key}/0/{c}", c, lang) for c in columns],
+                    rows=[[_option_text(form, f"{key}/0/{c}", row.get(c), lang) for c in columns]
+                          for row in value])
+    if isinstance(value, list):
+        return Item(key, label, kind="list",
+                    values=[_option_text(form, f"{key}/0", v, lang) for v in value])
+    if isinstance(value, dict):
+        return Item(key, label, text="; ".join(
+            f"{_pointer_label(form, f'{key}/{k}', k, lang)}: {_option_text(form, f'{key}/{k}', v, lang)}"
+            for k, v in value.items()))
+    return Item(key, label, text=_option_text(form, key, value, lang))
+
+
+def generic_item(key: str, value: Any) -> Item:
+    """A value of a published record, labelled by the labels of known keys."""
+    label = key_label(key)
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        columns = []
+        for row in value:
+            columns.extend(k for k in row if k not in columns and k not in HIDDEN_KEYS)
+        return Item(key, label, kind="table", columns=[key_label(c) for c in columns],
+                    rows=[[value_label(c, row.get(c)) for c in columns] for row in value])
+    if isinstance(value, list):
+        return Item(key, label, kind="list", values=[value_label(key, v) for v in value])
+    if isinstance(value, dict):
+        return Item(key, label, text="; ".join(f"{key_label(k)}: {value_label(k, v)}"
+                                               for k, v in value.items()))
+    return Item(key, label, text=value_label(key, value))
+
+
+def earlier_items(engine, process_id: str, data: dict, current_form, lang: str) -> list[Item]:
+    """The task data a user sees read-only: values asked by this process's forms, known keys."""
+    forms = process_forms(engine, process_id)
+    current = set((current_form.schema.get("properties") or {}).keys()) if current_form else set()
+    items = []
+    for key, value in data.items():
+        if key in current or key in HIDDEN_KEYS or key.startswith("_") or value in (None, "", []):
+            continue
+        if key in forms:
+            items.append(form_item(forms[key], key, value, lang))
+        elif key in KEY_LABELS:
+            items.append(generic_item(key, value))
+    return items
+
+
+def record_items(data: dict) -> list[Item]:
+    return [generic_item(k, v) for k, v in (data or {}).items()
+            if k not in HIDDEN_KEYS and v not in (None, "", [])]

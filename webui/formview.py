@@ -1,0 +1,249 @@
+"""A task form as the templates draw it: fields from the JSON Schema and ui-schema, values, messages.
+
+HTML names follow engine.forms.coerce: `field`, `group-field`, `rows-<i>-column`, `list-<i>`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .display import to_local
+
+ROW_TEMPLATE_INDEX = "__index__"
+
+
+@dataclass
+class Field:
+    name: str                      # the HTML name
+    path: str                      # the field path of engine error messages
+    label: str
+    widget: str                    # text, textarea, number, date, datetime, select, radio, checkbox, file, hidden
+    description: str = ""
+    required: bool = False
+    value: Any = None
+    options: list[tuple[str, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    accept: str = ""
+    max_length: Optional[int] = None
+
+    @property
+    def kind(self) -> str:
+        return "field"
+
+
+@dataclass
+class Rows:
+    """A repeating group (array of objects, or of single values) with add/remove."""
+
+    name: str
+    path: str
+    label: str
+    description: str
+    required: bool
+    columns: list[Field]           # header labels, widgets and the template row (index __index__)
+    rows: list[list[Field]]
+    errors: list[str] = field(default_factory=list)
+    min_items: int = 0
+    max_items: Optional[int] = None
+    scalar: bool = False
+
+    @property
+    def kind(self) -> str:
+        return "rows"
+
+
+@dataclass
+class Group:
+    """A nested object drawn as a fieldset."""
+
+    name: str
+    path: str
+    label: str
+    description: str
+    fields: list[Field]
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        return "group"
+
+
+def _types(schema: dict) -> set[str]:
+    t = schema.get("type")
+    if isinstance(t, str):
+        return {t}
+    if isinstance(t, list):
+        return set(t)
+    if "properties" in schema:
+        return {"object"}
+    if "items" in schema:
+        return {"array"}
+    return set()
+
+
+class FormView:
+    """Builds the drawable fields of an engine.forms.Form in one language."""
+
+    def __init__(self, form, lang: str, values: Optional[dict] = None, messages: Optional[dict] = None):
+        self.form = form
+        self.lang = lang
+        self.values = values or {}
+        self.messages = messages or {}
+        self.used_paths: set[str] = set()
+
+    # ---- texts
+    def _errors(self, path: str) -> list[str]:
+        found = self.messages.get(path) or []
+        if found:
+            self.used_paths.add(path)
+        return [m.text(self.lang, with_label=False) if hasattr(m, "text") else str(m) for m in found]
+
+    def _label(self, pointer: str, fallback: str) -> str:
+        return self.form.label(pointer, self.lang) if pointer is not None else fallback
+
+    def _description(self, pointer: str) -> str:
+        return self.form.text(pointer + "/description", self.lang) or ""
+
+    def _options(self, pointer: str, schema: dict) -> list[tuple[str, str]]:
+        for keyword in ("oneOf", "anyOf"):
+            branches = schema.get(keyword)
+            if isinstance(branches, list) and branches and all(
+                    isinstance(b, dict) and "const" in b for b in branches):
+                return [(_as_text(b["const"]),
+                         self.form.text(f"{pointer}/{keyword}/{i}/title", self.lang) or _as_text(b["const"]))
+                        for i, b in enumerate(branches)]
+        if isinstance(schema.get("enum"), list):
+            return [(_as_text(v), _as_text(v)) for v in schema["enum"]]
+        return []
+
+    # ---- fields
+    def fields(self) -> list:
+        required = set(self.form.schema.get("required") or [])
+        out = []
+        for name in self.form.field_order():
+            found = self.form.schema_at(name)
+            if not found:
+                continue
+            pointer, schema = found
+            types = _types(schema)
+            if "array" in types:
+                out.append(self._rows(name, pointer, schema, name in required))
+            elif "object" in types:
+                out.append(self._group(name, pointer, schema))
+            else:
+                out.append(self._scalar(name, name, pointer, schema, name in required,
+                                        self.values.get(name), [name]))
+        return out
+
+    def unplaced_messages(self) -> list[str]:
+        """Messages of paths no field shows (form-level rules), with their labels."""
+        texts = []
+        for path, messages in self.messages.items():
+            if path not in self.used_paths:
+                texts.extend(m.text(self.lang) if hasattr(m, "text") else str(m) for m in messages)
+        return texts
+
+    def _scalar(self, html_name: str, path: str, pointer: str, schema: dict, required: bool,
+                value: Any, ui_path: list) -> Field:
+        ui = self.form.ui(ui_path)
+        widget = ui.get("ui:widget")
+        types = _types(schema)
+        options = self._options(pointer, schema)
+        fmt = schema.get("format")
+        if widget in ("hidden", "file"):
+            pass
+        elif options:
+            widget = "radio" if widget == "radio" else "select"
+        elif "boolean" in types:
+            if widget in ("radio", "select"):
+                options = [("true", self._yes()), ("false", self._no())]
+            else:
+                widget = "checkbox"
+        elif fmt == "date" or widget == "date":
+            widget = "date"
+        elif fmt == "date-time" or widget == "datetime":
+            widget = "datetime"
+            local = to_local(value) if isinstance(value, str) else None
+            value = local.strftime("%Y-%m-%dT%H:%M") if local else value
+        elif types & {"integer", "number"}:
+            widget = "number"
+        elif widget == "textarea" or (schema.get("maxLength") or 0) > 300:
+            widget = "textarea"
+        else:
+            widget = "text"
+        options_ui = ui.get("ui:options") or {}
+        accept = options_ui.get("accept") if isinstance(options_ui, dict) else None
+        return Field(name=html_name, path=path, label=self._label(pointer, html_name), widget=widget,
+                     description=self._description(pointer), required=required,
+                     value=_as_input(value, widget), options=options, errors=self._errors(path),
+                     accept=",".join(accept) if isinstance(accept, list) else (accept or ""),
+                     max_length=schema.get("maxLength"))
+
+    def _yes(self) -> str:
+        return "Yes" if self.lang == "en" else "是"
+
+    def _no(self) -> str:
+        return "No" if self.lang == "en" else "否"
+
+    def _group(self, name: str, pointer: str, schema: dict) -> Group:
+        values = self.values.get(name) if isinstance(self.values.get(name), dict) else {}
+        required = set(schema.get("required") or [])
+        subfields = []
+        for sub in (schema.get("properties") or {}):
+            found = self.form.schema_at(f"{name}/{sub}")
+            if found:
+                subfields.append(self._scalar(f"{name}-{sub}", f"{name}/{sub}", found[0], found[1],
+                                              sub in required, values.get(sub), [name, sub]))
+        return Group(name=name, path=name, label=self._label(pointer, name),
+                     description=self._description(pointer), fields=subfields, errors=self._errors(name))
+
+    def _rows(self, name: str, pointer: str, schema: dict, required: bool) -> Rows:
+        found = self.form.schema_at(f"{name}/0")
+        item_pointer, items = found if found else ("", {})
+        values = self.values.get(name)
+        values = values if isinstance(values, list) else []
+        min_items = int(schema.get("minItems") or 0)
+        count = len(values) or max(1, min_items)
+        scalar = "object" not in _types(items)
+
+        def row(index) -> list[Field]:
+            value = values[index] if isinstance(index, int) and index < len(values) else None
+            if scalar:
+                return [self._scalar(f"{name}-{index}", f"{name}/{index}", item_pointer, items, True,
+                                     value, [name, 0])]
+            value = value if isinstance(value, dict) else {}
+            cells = []
+            item_required = set(items.get("required") or [])
+            order = self.form.ui([name, 0]).get("ui:order")
+            columns = list((items.get("properties") or {}).keys())
+            if isinstance(order, list):
+                columns = [c for c in order if c in columns] + [c for c in columns if c not in order]
+            for column in columns:
+                cell = self.form.schema_at(f"{name}/0/{column}")
+                if not cell:
+                    continue
+                cells.append(self._scalar(f"{name}-{index}-{column}", f"{name}/{index}/{column}",
+                                          cell[0], cell[1], column in item_required,
+                                          value.get(column), [name, 0, column]))
+            return cells
+
+        rows = [row(i) for i in range(count)]
+        # messages of rows beyond those drawn (e.g. a removed row) stay in the summary
+        return Rows(name=name, path=name, label=self._label(pointer, name),
+                    description=self._description(pointer), required=required,
+                    columns=row(ROW_TEMPLATE_INDEX), rows=rows, errors=self._errors(name),
+                    min_items=min_items, max_items=schema.get("maxItems"), scalar=scalar)
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return "" if value is None else str(value)
+
+
+def _as_input(value: Any, widget: str) -> Any:
+    if widget == "checkbox":
+        return bool(value) if isinstance(value, bool) else str(value).lower() in ("true", "on", "1")
+    return _as_text(value)
