@@ -620,8 +620,10 @@ class Engine:
                      *, actor: str = ENGINE_ACTOR) -> Optional[int]:
         """Deliver a message from outside; returns the instance that took it, or None (kept undelivered)."""
         from SpiffWorkflow.bpmn import BpmnEvent
+        from SpiffWorkflow.spiff.specs.event_definitions import MessageEventDefinition as SpiffMessage
         payload = history.plain(payload or {})
-        definition = MessageEventDefinition(name)
+        # Catching events compare definitions by class and name: use the spiff class they use.
+        definition = SpiffMessage(name)
         event = BpmnEvent(definition, payload=payload, correlations=correlations or {})
         with self.db.transaction() as session:
             target = self._deliver(session, name, event, payload, correlations or {}, None, actor)

@@ -1,0 +1,183 @@
+"""Statutory timers, messages between instances, and the tamper-evident history (issue 3)."""
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import select, text
+
+from conftest import ROOT, SHANGHAI, add_organisation, add_user
+from engine.models import Instance, UndeliveredMessage
+
+FIXTURES = ROOT / "tests" / "data" / "engine" / "processes"
+
+
+def deploy(engine, *names):
+    return engine.deploy_paths([FIXTURES / f"{name}.bpmn" for name in names], deployed_by="owner")
+
+
+@pytest.fixture
+def org(any_engine):
+    return add_organisation(any_engine, kind="enterprise", name="天山化工有限公司",
+                            credit_code="91350100M000100Y43", division_code="650102")
+
+
+def start_deadline(engine, org, published_on="2025-01-31"):
+    return engine.start("deadline", actor="x", data={
+        "enterprise_id": org, "jurisdiction_code": "650102", "published_on": published_on})
+
+
+# ---------------------------------------------------------------------------- timers
+def test_art10_deadline_timer_fires_only_after_the_statutory_day_across_save_and_load(any_engine, org, clock):
+    deploy(any_engine, "deadline")
+    epb = add_user(any_engine, "epb-650102", ["local_epb"], jurisdiction_code="650102")
+    clock.set(datetime(2025, 2, 1, 9, 0, tzinfo=SHANGHAI))
+    instance_id = start_deadline(any_engine, org, "2025-01-31")
+    # 2025-01-31 + 1 month = 2025-02-28 23:59:59 +08:00
+    assert any_engine.instance(instance_id).next_timer_at == datetime(2025, 2, 28, 23, 59, 59, tzinfo=SHANGHAI)
+    any_engine._spec_cache.clear()  # nothing survives in memory: the timer lives in the database
+    assert any_engine.tick(datetime(2025, 2, 28, 23, 59, 0, tzinfo=SHANGHAI)) == []
+    assert any_engine.inbox(epb).total == 0
+    fired = any_engine.tick(datetime(2025, 3, 1, 0, 0, 1, tzinfo=SHANGHAI))
+    assert [r.instance_id for r in fired] == [instance_id] and fired[0].fired_timers == ["report_late"]
+    assert [r.bpmn_id for r in any_engine.inbox(epb).rows] == ["note_lateness"]
+    assert any_engine.instance(instance_id).next_timer_at is None
+    kinds = [e.kind for e in any_engine.history(instance_id)]
+    assert kinds == ["started", "timer_fired"]
+    assert any_engine.history(instance_id)[1].actor == "timer"
+
+
+def test_an_idle_tick_loads_no_instance(any_engine, org, clock, monkeypatch):
+    deploy(any_engine, "deadline")
+    clock.set(datetime(2025, 2, 1, 9, 0, tzinfo=SHANGHAI))
+    for _ in range(5):
+        start_deadline(any_engine, org)
+    loads = []
+    original = any_engine._load
+    monkeypatch.setattr(any_engine, "_load", lambda *a, **k: loads.append(a) or original(*a, **k))
+    assert any_engine.tick(datetime(2025, 2, 10, tzinfo=SHANGHAI)) == []
+    assert loads == []
+
+
+def test_two_workers_ticking_the_same_due_instances_fire_each_once(any_engine, org, clock):
+    deploy(any_engine, "deadline")
+    clock.set(datetime(2025, 2, 1, 9, 0, tzinfo=SHANGHAI))
+    ids = [start_deadline(any_engine, org) for _ in range(6)]
+    later = datetime(2025, 3, 5, tzinfo=SHANGHAI)
+    results: list = []
+    barrier = threading.Barrier(2)
+
+    def worker():
+        barrier.wait()
+        results.extend(any_engine.tick(later))
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(r.instance_id for r in results) == sorted(ids)
+    for instance_id in ids:
+        assert [e.kind for e in any_engine.history(instance_id)].count("timer_fired") == 1
+
+
+def test_a_changed_calendar_moves_the_deadline(engine, clock):
+    from engine.models import CalendarDay
+    deploy(engine, "deadline")
+    org = add_organisation(engine, kind="enterprise", name="甲", credit_code="91350100M000100Y43",
+                           division_code="650102")
+    with engine.db.transaction() as session:  # the administrator declares 2025-02-28 a holiday
+        session.add(CalendarDay(day=datetime(2025, 2, 28).date(), kind="holiday", name="测试假日"))
+    engine.invalidate_calendar()
+    instance_id = start_deadline(engine, org, "2025-01-31")
+    # Friday 28 Feb is now a holiday; Sat/Sun are rest days: Monday 3 March
+    assert engine.instance(instance_id).next_timer_at == datetime(2025, 3, 3, 23, 59, 59, tzinfo=SHANGHAI)
+
+
+# ---------------------------------------------------------------------------- messages
+def test_a_message_correlates_to_the_right_one_of_two_waiting_instances(any_engine, org):
+    deploy(any_engine, "listener", "pinger")
+    other = add_organisation(any_engine, kind="enterprise", name="乙", credit_code="9131000071785090X1",
+                             division_code="652301")
+    first = any_engine.start("listener", actor="x", data={"enterprise_id": org})
+    second = any_engine.start("listener", actor="x", data={"enterprise_id": other})
+    any_engine.start("pinger", actor="x", data={"target": other, "note": "第二家"})
+    assert any_engine.instance(first).status == "running"
+    assert "message_received" not in [e.kind for e in any_engine.history(first)]
+    received = [e for e in any_engine.history(second) if e.kind == "message_received"]
+    assert len(received) == 1 and received[0].data["payload"]["note"] == "第二家"
+    user = add_user(any_engine, "ent-b", ["enterprise"], organisation_id=other)
+    assert [r.bpmn_id for r in any_engine.inbox(user).rows] == ["see_ping"]
+    assert any_engine.instance_data(second)["ping"]["note"] == "第二家"
+
+
+def test_a_message_starts_an_instance_of_the_process_that_catches_it(any_engine, org):
+    deploy(any_engine, "kickoff")
+    user = add_user(any_engine, "ent-a", ["enterprise"], organisation_id=org)
+    started = any_engine.send_message("kickoff", {"enterprise_id": org})
+    assert started is not None
+    assert any_engine.instance(started).process_id == "kickoff"
+    assert [r.bpmn_id for r in any_engine.inbox(user).rows] == ["handle_kickoff"]
+
+
+def test_an_undeliverable_message_is_kept_and_visible(any_engine):
+    deploy(any_engine, "pinger")
+    instance_id = any_engine.start("pinger", actor="x", data={"target": 99, "note": "无人接收"})
+    with any_engine.db.read() as session:
+        kept = session.scalars(select(UndeliveredMessage)).all()
+    assert [(m.name, m.payload["note"], m.source_instance_id) for m in kept] == [("ping", "无人接收", instance_id)]
+    assert "message_undelivered" in [e.kind for e in any_engine.history(instance_id)]
+
+
+# ---------------------------------------------------------------------------- tamper evidence
+def _complete_one(engine, org):
+    deploy(engine, "kickoff")
+    user = add_user(engine, "ent-a", ["enterprise"], organisation_id=org)
+    instance_id = engine.send_message("kickoff", {"enterprise_id": org})
+    engine.complete(user, engine.inbox(user).rows[0].id, {"confirmed": True})
+    return instance_id
+
+
+def test_verify_history_catches_an_event_edited_with_raw_sql(any_engine, org):
+    instance_id = _complete_one(any_engine, org)
+    assert any_engine.verify_history() == []
+    with any_engine.db.engine.begin() as conn:
+        conn.execute(text("UPDATE event SET actor = 'someone-else' WHERE kind = 'task_completed'"))
+    breaks = any_engine.verify_history()
+    assert len(breaks) == 1 and breaks[0].chain == f"instance:{instance_id}"
+    assert "edited" in breaks[0].message
+
+
+def test_verify_history_catches_an_inserted_event(any_engine, org):
+    instance_id = _complete_one(any_engine, org)
+    with any_engine.db.engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO event (chain, seq, instance_id, actor, kind, data, at, prev_hash, hash) "
+            "SELECT chain, seq + 100, instance_id, actor, kind, data, at, hash, hash FROM event "
+            f"WHERE chain = 'instance:{instance_id}' AND seq = 1"))
+    assert [b.chain for b in any_engine.verify_history()] == [f"instance:{instance_id}"]
+
+
+@pytest.mark.parametrize("which", ["first", "last"])
+def test_verify_history_catches_a_deleted_event(any_engine, org, which):
+    instance_id = _complete_one(any_engine, org)
+    order = "ASC" if which == "first" else "DESC"
+    with any_engine.db.engine.begin() as conn:
+        victim = conn.execute(text(f"SELECT id FROM event WHERE chain = 'instance:{instance_id}' "
+                                   f"ORDER BY seq {order} LIMIT 1")).scalar()
+        conn.execute(text(f"DELETE FROM event WHERE id = {victim}"))
+    breaks = any_engine.verify_history()
+    assert [b.chain for b in breaks] == [f"instance:{instance_id}"]
+
+
+def test_cli_verify_history_exits_1_naming_the_broken_chain(engine, capsys):
+    from engine.cli import main
+    org = add_organisation(engine, kind="enterprise", name="甲", credit_code="91350100M000100Y43",
+                           division_code="650102")
+    instance_id = _complete_one(engine, org)
+    url = engine.db.url
+    assert main(["--database-url", url, "verify-history"]) == 0
+    with engine.db.engine.begin() as conn:
+        conn.execute(text("UPDATE event SET data = '{}' WHERE kind = 'started'"))
+    assert main(["--database-url", url, "verify-history"]) == 1
+    assert f"BROKEN instance:{instance_id}" in capsys.readouterr().out
