@@ -175,7 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        # `validate` and `deploy` promise exit codes 0 or 1 only, usage errors included.
+        if exc.code not in (0, None) and any(word in argv for word in ("validate", "deploy")):
+            return 1
+        raise
     if args.command == "validate":
         try:
             return args.func(args)

@@ -51,7 +51,9 @@ def index():
                         per_page=current_app.config["INBOX_PER_PAGE"])
     startable = engine.startable_processes(user)
     names = process_names()
+    pager_args = {k: v for k, v in (("process", process_id), ("overdue", "1" if overdue else None)) if v}
     return render_template("inbox.html", page=page, process_id=process_id, overdue=overdue,
+                           pager_args=pager_args,
                            filter_processes=[(p, names.get(p, p)) for p in _inbox_process_ids(user)],
                            startable=[(p, names.get(p, p)) for p in startable])
 

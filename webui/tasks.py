@@ -58,6 +58,7 @@ def render_task(view, values: dict, messages: dict | None = None):
         form_description=view.form.description(language) if view.form else "",
         summary=form_view.unplaced_messages() if form_view else [],
         has_errors=bool(messages), ack_errors=ack_errors,
+        multipart=any(getattr(f, "widget", "") == "file" for f in fields),
         instructions=render_instructions(view.instructions, view.data),
         earlier=earlier, uploads=files.describe(file_ids, view.instance.id))
 

@@ -1,0 +1,67 @@
+"""The `cleanaudit` command line as a process owner uses it."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+MIWG = sorted((ROOT / "tests" / "data" / "miwg").glob("*.bpmn"))
+FIXTURES = ROOT / "tests" / "data" / "engine" / "processes"
+PROBLEM_LINE = re.compile(r"^[^:]+:(\d+|\?): \S+: .+")
+
+
+def cleanaudit(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=120)
+
+
+@pytest.mark.parametrize("path", MIWG, ids=[p.name for p in MIWG])
+def test_validate_answers_every_miwg_reference_model_with_0_or_1_and_clear_messages(path):
+    result = cleanaudit("validate", str(path))
+    assert result.returncode in (0, 1)
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    if result.returncode == 1:
+        assert lines, "a refusal must say why"
+    for line in lines:
+        assert PROBLEM_LINE.match(line), line
+
+
+def test_validate_exits_0_for_a_deployable_file_and_1_for_hostile_bytes(tmp_path):
+    assert cleanaudit("validate", str(FIXTURES / "approval.bpmn"),
+                      "--forms", str(ROOT / "tests" / "data" / "engine" / "forms")).returncode == 0
+    bomb = tmp_path / "bomb.bpmn"
+    bomb.write_text('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+                    '<!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;">]><lolz>&lol2;</lolz>')
+    binary = tmp_path / "binary.bpmn"
+    binary.write_bytes(bytes(range(256)) * 10)
+    empty = tmp_path / "empty.bpmn"
+    empty.write_bytes(b"")
+    for path in (bomb, binary, empty, tmp_path / "missing.bpmn"):
+        result = cleanaudit("validate", str(path))
+        assert result.returncode == 1, path
+        assert result.stdout.startswith(str(path.name) if path.name != "missing.bpmn" else str(path))
+        assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_validate_without_files_exits_1_not_2():
+    assert cleanaudit("validate").returncode == 1
+
+
+def test_deploy_then_deploy_again_reports_the_same_version(tmp_path):
+    import os
+    env = dict(os.environ, DATABASE_URL=f"sqlite:///{tmp_path / 'cli.sqlite'}")
+    first = cleanaudit("deploy", str(FIXTURES / "loop.bpmn"), env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "loop: version 1" in first.stdout
+    again = cleanaudit("deploy", str(FIXTURES / "loop.bpmn"), env=env)
+    assert "loop: version 1" in again.stdout
+    hostile = tmp_path / "loop.bpmn"
+    hostile.write_bytes((FIXTURES / "loop.bpmn").read_bytes().replace(b"counter + 1", b"open('/etc/passwd')"))
+    refused = cleanaudit("deploy", str(hostile), env=env)
+    assert refused.returncode == 1 and "open" in refused.stdout
