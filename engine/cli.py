@@ -69,10 +69,57 @@ def cmd_init(args) -> int:
     return 0
 
 
+def _ensure_secret_key() -> None:
+    """Every worker must sign sessions with the same key: keep one under instance/ in development."""
+    if os.environ.get("SECRET_KEY"):
+        return
+    import secrets
+    path = Path("instance") / "secret_key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    os.environ["SECRET_KEY"] = path.read_text().strip()
+
+
+def _start_ticker(interval: float) -> None:
+    """Fire due timers every `interval` seconds in a background thread of the serving process."""
+    import threading
+
+    def loop():
+        engine = None
+        while True:
+            try:
+                engine = engine or _engine(argparse.Namespace(database_url=None))
+                for result in engine.tick():
+                    print(f"timer: instance {result.instance_id} fired {', '.join(result.fired_timers)}",
+                          flush=True)
+            except Exception as exc:  # keep ticking; the error is shown, not swallowed
+                print(f"timer: tick failed: {exc}", file=sys.stderr, flush=True)
+            time.sleep(interval)
+    threading.Thread(target=loop, name="cleanaudit-ticker", daemon=True).start()
+
+
 def cmd_serve(args) -> int:
-    from webui import create_app
-    app = create_app()
-    app.run(host=args.host, port=args.port, debug=False, use_reloader=False)
+    """Serve the web app with gunicorn (2 workers) and tick timers every minute."""
+    _ensure_secret_key()
+    from gunicorn.app.base import BaseApplication
+
+    class Server(BaseApplication):
+        def load_config(self):
+            self.cfg.set("bind", f"{args.host}:{args.port}")
+            self.cfg.set("workers", args.workers)
+            self.cfg.set("accesslog", "-")
+            self.cfg.set("timeout", 60)
+
+        def load(self):
+            from webui import create_app
+            return create_app()
+
+    if not args.no_timers:
+        _start_ticker(60.0)
+    print(f"cleanaudit: serving http://{args.host}:{args.port}/", flush=True)
+    Server().run()
     return 0
 
 
@@ -154,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve the web app")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--no-timers", action="store_true", help="do not tick timers in this process")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("tick", help="fire due timers once")

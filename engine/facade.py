@@ -282,7 +282,7 @@ class Engine:
               data: Optional[dict] = None) -> int:
         """Start an instance of the latest version of a process; returns its id."""
         actor_name = _actor_name(actor)
-        with self.db.transaction() as session:
+        with self._budget(), self.db.transaction() as session:
             if isinstance(actor, User):
                 self._check_may_start(session, actor, process_id)
             loaded = self._new_instance(session, process_id, actor_name, data or {})
@@ -407,7 +407,7 @@ class Engine:
         """Complete a user task as this user: authorise, validate the form, run, save — one transaction."""
         data = dict(data or {})
         try:
-            with self.db.transaction() as session:
+            with self._budget(), self.db.transaction() as session:
                 row = self._authorised_row(session, user, task_id)
                 if row.status != "open":
                     who = f" by {row.completed_by}" if row.completed_by else ""
@@ -436,19 +436,22 @@ class Engine:
     # ------------------------------------------------------------------ running and saving
     def _run_engine(self, session: Session, loaded: _Loaded, actor: str, run_task=None) -> Optional[tuple[str, str]]:
         """Run the task (if any) and the engine steps; a failure becomes an incident (task id, error)."""
-        from .scripting import start_run
         workflow = loaded.workflow
-        with start_run(budget_seconds=self.script_budget_seconds):
-            try:
-                if run_task is not None:
-                    run_task.run()
-                runtime.do_engine_steps(workflow)
-                return None
-            except Exception as exc:  # any failure inside user-supplied BPMN becomes an incident
-                failing = workflow.get_tasks(state=TaskState.ERROR)
-                task_id = str(failing[0].id) if failing else (str(run_task.id) if run_task else "")
-                bpmn_id = failing[0].task_spec.name if failing else ""
-                return task_id, f"{bpmn_id}: {_describe(exc)}"
+        try:
+            if run_task is not None:
+                run_task.run()
+            runtime.do_engine_steps(workflow)
+            return None
+        except Exception as exc:  # any failure inside user-supplied BPMN becomes an incident
+            failing = workflow.get_tasks(state=TaskState.ERROR)
+            task_id = str(failing[0].id) if failing else (str(run_task.id) if run_task else "")
+            bpmn_id = failing[0].task_spec.name if failing else ""
+            return task_id, f"{bpmn_id}: {_describe(exc)}"
+
+    def _budget(self):
+        """A fresh script budget (iterations, size, wall clock) for everything one action runs."""
+        from .scripting import start_run
+        return start_run(budget_seconds=self.script_budget_seconds)
 
     def _run_and_save(self, session: Session, loaded: _Loaded, actor: str, *, run_task=None,
                       first_run: bool = False, fired: Optional[list[str]] = None) -> RunResult:
@@ -625,7 +628,7 @@ class Engine:
         # Catching events compare definitions by class and name: use the spiff class they use.
         definition = SpiffMessage(name)
         event = BpmnEvent(definition, payload=payload, correlations=correlations or {})
-        with self.db.transaction() as session:
+        with self._budget(), self.db.transaction() as session:
             target = self._deliver(session, name, event, payload, correlations or {}, None, actor)
             if target is None:
                 return None
@@ -649,7 +652,7 @@ class Engine:
         return results
 
     def _fire(self, instance_id: int, now: datetime) -> Optional[RunResult]:
-        with self.db.transaction() as session:
+        with self._budget(), self.db.transaction() as session:
             query = select(Instance).where(Instance.id == instance_id, Instance.next_timer_at <= now,
                                            Instance.status == "running")
             if not self.db.is_sqlite:
@@ -676,7 +679,7 @@ class Engine:
         """Retry an instance's failing task (administrator), optionally after correcting its data."""
         if not user.has_role("administrator"):
             raise NotAllowed(user, f"instance {instance_id}", "only an administrator retries incidents")
-        with self.db.transaction() as session:
+        with self._budget(), self.db.transaction() as session:
             loaded = self._load(session, instance_id)
             failing = loaded.workflow.get_tasks(state=TaskState.ERROR)
             if not failing and loaded.row.status != "incident":

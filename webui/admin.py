@@ -48,6 +48,7 @@ def index():
             "users": session.scalar(select(func.count()).select_from(User)),
             "organisations": session.scalar(select(func.count()).select_from(Organisation)),
             "incidents": session.scalar(select(func.count()).select_from(Instance).where(Instance.status == "incident")),
+            "calendar": session.scalar(select(func.count()).select_from(CalendarDay)),
             "messages": session.scalar(select(func.count()).select_from(UndeliveredMessage).where(
                 UndeliveredMessage.resolved_at.is_(None))),
         }

@@ -65,6 +65,15 @@ VALUE_LABELS = {
     ("ground", "2"): _l("使用或排放有毒有害物质（第八条第二项）"),
 }
 
+FILING_LABELS = {
+    "none": _l("未备案"),
+    "applying": _l("申请备案中"),
+    "filed": _l("已备案"),
+    "revoked": _l("已撤销备案"),
+}
+
+WEEKDAYS = (_l("星期一"), _l("星期二"), _l("星期三"), _l("星期四"), _l("星期五"), _l("星期六"), _l("星期日"))
+
 HIDDEN_KEYS = {"enterprise_id", "agency_id", "instance_id", "csrf_token"}
 
 
@@ -84,6 +93,15 @@ def value_label(key: str, value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+def filing_label(status: str) -> str:
+    label = FILING_LABELS.get(status)
+    return str(label) if label is not None else status
+
+
+def weekday(day: date) -> str:
+    return str(WEEKDAYS[day.weekday()])
 
 
 def to_local(value: Any) -> Optional[datetime]:
@@ -148,4 +166,5 @@ def init_app(app: Flask) -> None:
     app.jinja_env.filters.update(local_date=local_date, local_datetime=local_datetime,
                                  key_label=key_label, process_name=process_name)
     app.jinja_env.globals.update(due_state=due_state, value_label=value_label, key_label=key_label,
-                                 hidden_keys=HIDDEN_KEYS, now=clock.now)
+                                 hidden_keys=HIDDEN_KEYS, now=clock.now, filing_label=filing_label,
+                                 weekday=weekday)

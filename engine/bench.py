@@ -1,0 +1,944 @@
+"""`cleanaudit bench [--quick]`: what users feel, measured against this machine's own floor.
+
+Everything runs in a temporary SQLite database of its own (WAL, the engine's settings), which is
+deleted at the end. The process measured is a parameter: `mandatory_audit` (with its forms) when
+it is deployed in processes/ and deployable, else the engine's test fixture `approval`. Every user
+task is completed with data generated from its JSON Schema form, so the benchmark follows the
+processes as they change.
+
+Output: a readable table, then ONE line of JSON with every figure (the last line).
+
+Sizes can be overridden (tests use tiny ones) with the `sizes` argument of `main` or the
+environment variable CLEANAUDIT_BENCH_SIZES (a JSON object).
+"""
+from __future__ import annotations
+
+import gc
+import json
+import math
+import os
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from sqlalchemy import JSON, Column, Integer, MetaData, Table, insert, select, update
+
+from .facade import PROJECT_ROOT
+
+SHANGHAI = timezone(timedelta(hours=8))
+START_TIME = datetime(2025, 3, 3, 9, 0, tzinfo=SHANGHAI)
+FIXTURES = PROJECT_ROOT / "tests" / "data" / "engine"
+PASSWORD = "bench-password"
+SIZES_ENV = "CLEANAUDIT_BENCH_SIZES"
+
+SIZES = {
+    "quick": {
+        "floor_updates": 300, "floor_instances": 30, "warmup_instances": 3, "instances": 30,
+        "http_instances": 10, "inbox_rows": 100_000, "inbox_user_rows": 5_000, "inbox_queries": 200,
+        "tick_waiting": 100_000, "tick_due": 1_000, "tick_idle_runs": 30,
+        "loop_rounds": [10, 100, 1000], "save_repeats": 5,
+    },
+    "full": {
+        "floor_updates": 1000, "floor_instances": 100, "warmup_instances": 5, "instances": 150,
+        "http_instances": 40, "inbox_rows": 100_000, "inbox_user_rows": 5_000, "inbox_queries": 1000,
+        "tick_waiting": 100_000, "tick_due": 10_000, "tick_idle_runs": 100,
+        "loop_rounds": [10, 100, 1000], "save_repeats": 15,
+    },
+}
+
+# (key, comparison, target): the project's goals (issue 8), for --quick and the full run alike.
+TARGETS = [
+    ("complete_ratio", "<=", 3.0),
+    ("complete_ms_p95", "<=", 10.0),
+    ("inbox_ms_p95_100k", "<=", 2.0),
+    ("inbox_count_ms_p95_100k", "<=", 5.0),
+    ("http_complete_ms_p95", "<=", 25.0),
+    ("tick_per_s", ">=", 300.0),
+    ("tick_idle_ms", "<=", 5.0),
+    ("growth_exponent", "<=", 1.1),
+    ("state_bytes_final", "<=", 40000),
+]
+
+KEYS = ["floor_update_ms", "floor_engine_ms", "complete_ms_p50", "complete_ms_p95", "complete_ratio",
+        "lifecycle_per_s", "inbox_ms_p95_100k", "inbox_count_ms_p95_100k", "http_complete_ms_p95",
+        "tick_per_s", "tick_idle_ms", "state_bytes_final", "growth_exponent"]
+
+
+# ---------------------------------------------------------------------- small helpers
+def percentile(values: list[float], pct: float) -> float:
+    """The pct-th percentile (linear interpolation between closest ranks)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    rank = (len(ordered) - 1) * pct / 100.0
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def _ms(seconds: float) -> float:
+    return seconds * 1000.0
+
+
+def _round(value, digits=3):
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return None
+    return round(value, digits) if isinstance(value, float) else value
+
+
+def _uscc(division: str, serial: int) -> str:
+    from .forms import uscc_check_character
+    first17 = "91" + division + f"{serial:09d}"
+    return first17 + uscc_check_character(first17)
+
+
+# ---------------------------------------------------------------------- form data from a schema
+class FormDataGenerator:
+    """Valid data for a JSON Schema form: required fields, enums (first option), minimums, formats.
+
+    `hints` maps a field name to the value to use wherever that field appears (ids of the
+    organisations the bench created, the decision that moves the process forward, ...).
+    """
+
+    def __init__(self, hints: Optional[dict] = None, today: date = START_TIME.date()):
+        self.hints = dict(hints or {})
+        self.today = today
+
+    def generate(self, form) -> dict:
+        data = self._value(form.schema, form.schema, "")
+        problems = form.check(data)
+        if problems:
+            raise RuntimeError(f"bench: generated data for {form.path} is invalid: "
+                               + "; ".join(f"{k}: {[m.text('en') for m in v]}" for k, v in problems.items()))
+        return data
+
+    def _resolve(self, root: dict, node: Any) -> Any:
+        seen = 0
+        while isinstance(node, dict) and "$ref" in node and seen < 20:
+            ref = node["$ref"]
+            target: Any = root
+            for token in ref.lstrip("#/").split("/"):
+                if token:
+                    target = target[token.replace("~1", "/").replace("~0", "~")]
+            node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+            seen += 1
+        return node
+
+    def _value(self, root: dict, node: Any, name: str) -> Any:
+        node = self._resolve(root, node)
+        if name in self.hints:
+            return self.hints[name]
+        if not isinstance(node, dict):
+            return None
+        if "const" in node:
+            return node["const"]
+        for keyword in ("oneOf", "anyOf"):
+            branches = node.get(keyword)
+            if isinstance(branches, list) and branches:
+                consts = [b for b in branches if isinstance(b, dict) and "const" in b]
+                if consts:
+                    return consts[0]["const"]
+        if isinstance(node.get("enum"), list) and node["enum"]:
+            return node["enum"][0]
+        types = node.get("type")
+        types = [types] if isinstance(types, str) else list(types or [])
+        kind = next((t for t in types if t != "null"), None)
+        if kind is None:
+            kind = "object" if "properties" in node else "string"
+        if kind == "object":
+            return self._object(root, node)
+        if kind == "array":
+            count = max(1, int(node.get("minItems", 1) or 1)) if node.get("minItems", 1) else 1
+            items = node.get("items") or {}
+            return [self._value(root, items, f"{name}[]") for _ in range(count)]
+        if kind == "integer":
+            return int(self._number(node, 1))
+        if kind == "number":
+            return float(self._number(node, 1.0))
+        if kind == "boolean":
+            return True
+        return self._string(node, name)
+
+    def _number(self, node: dict, default):
+        low = node.get("minimum")
+        if node.get("exclusiveMinimum") is not None:
+            low = node["exclusiveMinimum"] + 1
+        high = node.get("maximum")
+        value = default if low is None else max(low, default)
+        if high is not None and value > high:
+            value = high
+        return value
+
+    def _string(self, node: dict, name: str) -> str:
+        fmt = node.get("format")
+        if fmt == "date":
+            return self.today.isoformat()
+        if fmt == "date-time":
+            return f"{self.today.isoformat()}T10:00:00+08:00"
+        if fmt == "uscc":
+            return _uscc("650102", 1)
+        if fmt == "division-code":
+            return "650102"
+        if fmt == "cas":
+            return "7732-18-5"
+        if fmt == "amount":
+            return "100.00"
+        text = "基准测试数据"
+        low, high = int(node.get("minLength", 1) or 0), node.get("maxLength")
+        if len(text) < low:
+            text = text + "据" * (low - len(text))
+        if high is not None:
+            text = text[:int(high)]
+        return text
+
+    def _object(self, root: dict, node: dict) -> dict:
+        import jsonschema
+        props = dict(node.get("properties") or {})
+        required = list(node.get("required") or [])
+        out: dict = {}
+        for _ in range(5):  # conditional requirements (allOf / if-then) until nothing changes
+            for key in required:
+                if key not in out:
+                    out[key] = self._value(root, props.get(key, {}), key)
+            added = False
+            for branch in node.get("allOf") or []:
+                branch = self._resolve(root, branch)
+                if not isinstance(branch, dict):
+                    continue
+                condition = branch.get("if")
+                chosen = branch.get("then") if condition is None or jsonschema.Draft202012Validator(
+                    condition).is_valid(out) else branch.get("else")
+                chosen = self._resolve(root, chosen) if chosen else None
+                if isinstance(chosen, dict):
+                    for key, sub in (chosen.get("properties") or {}).items():
+                        props.setdefault(key, sub)
+                    for key in chosen.get("required") or []:
+                        if key not in required:
+                            required.append(key)
+                            added = True
+            if not added:
+                break
+        for key in required:
+            if key not in out:
+                out[key] = self._value(root, props.get(key, {}), key)
+        return out
+
+
+def form_fields(data: dict, prefix: str = "") -> list[tuple[str, str]]:
+    """Data as HTML form fields (the naming engine.forms.coerce reads back)."""
+    fields: list[tuple[str, str]] = []
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            fields += form_fields(value, name + "-")
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, dict):
+                    fields += form_fields(item, f"{name}-{index}-")
+                else:
+                    fields.append((name, _form_scalar(item)))
+        else:
+            fields.append((name, _form_scalar(value)))
+    return fields
+
+
+def _form_scalar(value) -> str:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return "" if value is None else str(value)
+
+
+# ---------------------------------------------------------------------- scenarios (the process measured)
+@dataclass
+class Scenario:
+    """The process measured and how to start it; everything else follows its forms."""
+
+    name: str
+    process_id: str
+    processes: list[Path]
+    forms_dir: Path
+    note: str = ""
+    ctx: dict = field(default_factory=dict)
+
+    def setup(self, engine) -> None:
+        """Organisations of the scenario (an enterprise, a filed audit agency)."""
+        from .models import Organisation
+        with engine.db.transaction() as session:
+            enterprise = Organisation(kind="enterprise", name="天山清洁化工有限公司", credit_code=_uscc("650102", 1),
+                                      division_code="650102", industry_code="2614", is_central=False,
+                                      legal_representative="王伟", address="乌鲁木齐市天山区解放南路1号")
+            agency = Organisation(kind="agency", name="新疆清洁生产咨询有限公司", credit_code=_uscc("650104", 2),
+                                  division_code="650104", filing_status="filed", filing_number="XJ-QS-2024-001",
+                                  filed_at=START_TIME, legal_representative="李娜", address="乌鲁木齐市新市区")
+            session.add_all([enterprise, agency])
+            session.flush()
+            self.ctx.update(enterprise_id=enterprise.id, agency_id=agency.id,
+                            enterprise_code=enterprise.credit_code)
+
+    def hints(self) -> dict:
+        ctx = self.ctx
+        return {"agency_id": ctx["agency_id"], "enterprise_id": ctx["enterprise_id"],
+                "uscc": ctx["enterprise_code"], "credit_code": ctx["enterprise_code"],
+                "division_code": "650102", "jurisdiction_code": "650102",
+                "enterprise_name": "天山清洁化工有限公司", "expert": "bench-expert"}
+
+    def start_data(self, index: int) -> dict:
+        ctx = self.ctx
+        if self.process_id == "mandatory_audit":
+            return {"enterprise_id": ctx["enterprise_id"], "enterprise_name": "天山清洁化工有限公司",
+                    "jurisdiction_code": "650102", "grounds": "exceeding_standards",
+                    "published_on": "2025-03-03", "batch": f"2025-{index // 1000 + 1}",
+                    "is_central": False}
+        return {"enterprise_id": ctx["enterprise_id"], "enterprise_name": "天山清洁化工有限公司",
+                "jurisdiction_code": "650102", "published_on": "2025-03-03"}
+
+    def start(self, engine, index: int) -> int:
+        data = self.start_data(index)
+        if self.process_id == "mandatory_audit":
+            instance_id = engine.send_message("enterprise_listed", data)
+            if instance_id is None:
+                raise RuntimeError("bench: no process took the message enterprise_listed")
+            return instance_id
+        return engine.start(self.process_id, actor="bench", data=data)
+
+    def start_in_memory(self, engine, session, make_workflow) -> Any:
+        """The same start without the database, for the engine floor."""
+        data = self.start_data(0)
+        workflow = make_workflow(data)
+        if self.process_id == "mandatory_audit":
+            from SpiffWorkflow.bpmn import BpmnEvent
+            from SpiffWorkflow.spiff.specs.event_definitions import MessageEventDefinition as SpiffMessage
+            from . import runtime
+            runtime.do_engine_steps(workflow)
+            workflow.send_event(BpmnEvent(SpiffMessage("enterprise_listed"), payload=data, correlations={}))
+        return workflow
+
+
+def choose_scenario(out) -> Scenario:
+    """mandatory_audit when it is in processes/ and deployable, else the `approval` fixture."""
+    real = PROJECT_ROOT / "processes" / "mandatory_audit.bpmn"
+    fallback = Scenario(
+        name="approval (test fixture)", process_id="approval",
+        processes=[FIXTURES / "processes" / "approval.bpmn"], forms_dir=FIXTURES / "forms")
+    if not real.exists():
+        fallback.note = "processes/mandatory_audit.bpmn does not exist yet"
+        return fallback
+    from .validate import validate_files
+    files = sorted((PROJECT_ROOT / "processes").glob("*.bpmn"))
+    try:
+        report = validate_files([(p.name, p.read_bytes()) for p in files], forms_dir=PROJECT_ROOT / "forms",
+                                known_process_ids=set())
+    except Exception as exc:  # noqa: BLE001 — a broken process must not stop the benchmark
+        fallback.note = f"processes/ could not be validated: {exc}"
+        return fallback
+    if not report.ok or "mandatory_audit" not in report.process_ids:
+        first = "; ".join(str(p) for p in report.errors[:3])
+        fallback.note = f"processes/mandatory_audit.bpmn is not deployable ({first})"
+        return fallback
+    return Scenario(name="mandatory_audit", process_id="mandatory_audit", processes=files,
+                    forms_dir=PROJECT_ROOT / "forms")
+
+
+# ---------------------------------------------------------------------- the bench
+class Bench:
+    def __init__(self, sizes: dict, out=None):
+        self.sizes = sizes
+        self.out = out or sys.stdout
+        self.results: dict[str, Any] = {}
+        self.details: dict[str, Any] = {}
+        self._users: dict[tuple[str, str], Any] = {}
+        self._data_cache: dict[tuple[str, str], dict] = {}
+
+    def log(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    # ---- setup
+    def setup(self, tmp: Path) -> None:
+        from . import clock
+        from .accounts import seed_calendar, seed_divisions
+        from .facade import Engine
+        clock.set_now(START_TIME)
+        self.scenario = choose_scenario(self.out)
+        self.url = f"sqlite:///{tmp / 'bench.sqlite'}"
+        self.engine = Engine(self.url, processes_dir=self.scenario.processes[0].parent,
+                             forms_dir=self.scenario.forms_dir)
+        self.engine.create_schema()
+        with self.engine.db.transaction() as session:
+            seed_divisions(session)
+            seed_calendar(session)
+        self.engine.invalidate_calendar()
+        self.engine.deploy_paths(self.scenario.processes, deployed_by="bench")
+        self.scenario.setup(self.engine)
+        self.generator = FormDataGenerator(self.scenario.hints())
+        self.user_for("expert", "u:bench-expert")
+
+    def user_for(self, lane: str, scope: str):
+        """A user with the role `lane` matching the scope key (created once)."""
+        key = (lane, scope)
+        user = self._users.get(key)
+        if user is not None:
+            return user
+        from .accounts import create_user
+        kind, _, value = scope.partition(":")
+        kwargs: dict = {}
+        if kind == "j":
+            kwargs["jurisdiction_code"] = value
+            username = f"bench-{lane}-{value}"
+        elif kind == "o":
+            kwargs["organisation_id"] = int(value)
+            username = f"bench-{lane}-org{value}"
+        else:
+            username = value
+        with self.engine.db.transaction() as session:
+            from .models import User
+            existing = session.scalar(select(User).where(User.username == username))
+            if existing is not None:
+                if lane not in (existing.roles or []):
+                    existing.roles = list(existing.roles or []) + [lane]
+                user = existing
+            else:
+                user = create_user(session, username, PASSWORD, [lane], **kwargs)
+        self._users[key] = user
+        return user
+
+    def task_data(self, row) -> dict:
+        if not row.form:
+            return {"confirmed": True}
+        key = (row.form_process_id, row.form)
+        data = self._data_cache.get(key)
+        if data is None:
+            form = self.engine.forms.load(row.form_process_id, row.form)
+            data = self._data_cache[key] = self.generator.generate(form)
+        return json.loads(json.dumps(data))
+
+    def open_tasks(self, instance_id: int) -> list:
+        from .models import HumanTask
+        with self.engine.db.read() as session:
+            return list(session.scalars(select(HumanTask).where(
+                HumanTask.instance_id == instance_id, HumanTask.status == "open").order_by(HumanTask.created_at)))
+
+    def run_instance(self, instance_id: int, complete: Callable, timings: Optional[list] = None,
+                     max_steps: int = 500) -> int:
+        """Complete every task of an instance until it ends; returns the number of completions."""
+        steps = 0
+        while True:
+            rows = self.open_tasks(instance_id)
+            if not rows:
+                return steps
+            for row in rows:
+                user = self.user_for(row.lane, row.scope)
+                data = self.task_data(row)
+                started = time.perf_counter()
+                complete(user, row, data)
+                if timings is not None:
+                    timings.append(time.perf_counter() - started)
+                steps += 1
+                if steps > max_steps:
+                    raise RuntimeError(f"bench: instance {instance_id} did not end after {max_steps} tasks")
+
+    def _engine_complete(self, user, row, data) -> None:
+        result = self.engine.complete(user, row.id, data)
+        if result.incident:
+            raise RuntimeError(f"bench: completing {row.bpmn_id} caused an incident: {result.incident}")
+
+    # ---- floors
+    def measure_floor_update(self) -> None:
+        metadata = MetaData()
+        table = Table("bench_floor", metadata, Column("id", Integer, primary_key=True), Column("data", JSON))
+        db = self.engine.db.engine
+        metadata.create_all(db)
+        payload = {f"field_{i:03d}": "x" * 90 for i in range(50)}  # ~5 KB of JSON
+        with db.begin() as conn:
+            conn.execute(insert(table).values(id=1, data=payload))
+        timings = []
+        for i in range(self.sizes["floor_updates"]):
+            payload["field_000"] = f"{i:090d}"
+            started = time.perf_counter()
+            with db.begin() as conn:
+                conn.execute(update(table).where(table.c.id == 1).values(data=payload))
+            timings.append(time.perf_counter() - started)
+        self.results["floor_update_ms"] = _ms(statistics.median(timings))
+        self.details["floor_update_bytes"] = len(json.dumps(payload))
+
+    def measure_floor_engine(self) -> None:
+        """The same completions by SpiffWorkflow alone: in memory, no database, no (de)serialisation."""
+        from SpiffWorkflow import TaskState
+        from . import history, runtime
+        from .scripting import RestrictedScriptEngine, start_run
+        engine = self.engine
+        with engine.db.read() as session:
+            version = engine.latest_version(session, self.scenario.process_id)
+            pins = engine._pin_versions(session, version.id)
+            _, spec, _, _ = engine._specs(session, version.id)
+            subs = engine._subprocess_specs(session, version.id, pins)
+        helpers = dict(engine.extra_helpers)
+        helpers["due"] = engine._due_helper
+        helpers.update(self._memory_helpers())
+        script_engine = RestrictedScriptEngine(helpers=helpers)
+        generator = self.generator
+
+        def make_workflow(data):
+            workflow = runtime.new_workflow(spec, subs, script_engine)
+            start = history.plain(data)
+            workflow.task_tree.data.update(start)
+            for task in workflow.get_tasks(state=TaskState.READY):
+                task.data.update(start)
+            return workflow
+
+        forms_cache: dict = {}
+        timings = []
+        for _ in range(self.sizes["floor_instances"]):
+            workflow = self.scenario.start_in_memory(engine, None, make_workflow)
+            with start_run(budget_seconds=engine.script_budget_seconds):
+                runtime.do_engine_steps(workflow)
+            steps = 0
+            while True:
+                ready = runtime.ready_user_tasks(workflow)
+                if not ready:
+                    break
+                for task in ready:
+                    props = runtime.user_task_properties(task)
+                    form_name = props.get("formJsonSchemaFilename")
+                    if form_name:
+                        key = (task.workflow.spec.name, form_name)
+                        if key not in forms_cache:
+                            forms_cache[key] = generator.generate(engine.forms.load(*key))
+                        data = json.loads(json.dumps(forms_cache[key]))
+                    else:
+                        data = {"confirmed": True}
+                    started = time.perf_counter()
+                    task.data.update(data)
+                    with start_run(budget_seconds=engine.script_budget_seconds):
+                        task.run()
+                        runtime.do_engine_steps(workflow)
+                    timings.append(time.perf_counter() - started)
+                    steps += 1
+                if steps > 500:
+                    raise RuntimeError("bench: the in-memory floor did not end")
+        self.results["floor_engine_ms"] = _ms(statistics.median(timings))
+        self.details["floor_engine_completions"] = len(timings)
+
+    def _memory_helpers(self) -> dict:
+        ctx = self.scenario.ctx
+        records: dict[int, dict] = {}
+
+        def is_filed_agency(org_id) -> bool:
+            return org_id not in (None, "") and int(org_id) == ctx["agency_id"]
+
+        def organisation_info(org_id) -> dict:
+            if org_id in (None, ""):
+                return {}
+            if int(org_id) == ctx["enterprise_id"]:
+                return {"id": ctx["enterprise_id"], "kind": "enterprise", "name": "天山清洁化工有限公司",
+                        "credit_code": ctx["enterprise_code"], "division_code": "650102",
+                        "industry_code": "2614", "is_central": False, "legal_representative": "王伟",
+                        "address": "乌鲁木齐市天山区解放南路1号", "filing_status": "none", "filing_number": None}
+            if int(org_id) == ctx["agency_id"]:
+                return {"id": ctx["agency_id"], "kind": "agency", "name": "新疆清洁生产咨询有限公司",
+                        "credit_code": _uscc("650104", 2), "division_code": "650104", "industry_code": None,
+                        "is_central": False, "legal_representative": "李娜", "address": "乌鲁木齐市新市区",
+                        "filing_status": "filed", "filing_number": "XJ-QS-2024-001"}
+            return {}
+
+        def _record(kind, title, data=None, *args, **kwargs) -> int:
+            records[len(records) + 1] = dict(data or {})
+            return len(records)
+
+        def read_record(record_id) -> dict:
+            return dict(records.get(int(record_id), {}))
+
+        return {"is_filed_agency": is_filed_agency, "organisation_info": organisation_info,
+                "publish": _record, "keep_record": _record, "read_record": read_record}
+
+    # ---- completion and lifecycle
+    def measure_complete(self) -> None:
+        from .models import Instance
+        for index in range(self.sizes["warmup_instances"]):
+            self.run_instance(self.scenario.start(self.engine, index), self._engine_complete)
+        timings: list[float] = []
+        instances = self.sizes["instances"]
+        gc.collect()
+        started = time.perf_counter()
+        last_id = None
+        for index in range(instances):
+            last_id = self.scenario.start(self.engine, index)
+            self.run_instance(last_id, self._engine_complete, timings)
+        elapsed = time.perf_counter() - started
+        with self.engine.db.read() as session:
+            row = session.get(Instance, last_id)
+            status, state_bytes = row.status, len(row.state)
+        if status != "completed":
+            raise RuntimeError(f"bench: the last instance ended {status}, not completed")
+        self.results["complete_ms_p50"] = _ms(percentile(timings, 50))
+        self.results["complete_ms_p95"] = _ms(percentile(timings, 95))
+        self.results["lifecycle_per_s"] = instances / elapsed
+        self.results["state_bytes_final"] = state_bytes
+        self.details["completions"] = len(timings)
+        self.details["tasks_per_instance"] = len(timings) / max(1, instances)
+
+    # ---- http
+    def measure_http(self) -> None:
+        try:
+            from webui import create_app
+        except Exception as exc:  # noqa: BLE001
+            self.results["http_complete_ms_p95"] = None
+            self.details["http_missing"] = f"webui.create_app is missing ({exc})"
+            return
+        app = create_app({"ENGINE": self.engine, "SECRET_KEY": "bench-secret-key",
+                          "SESSION_COOKIE_SECURE": False})
+        clients: dict[str, Any] = {}
+        token_re = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
+
+        def client_for(user):
+            entry = clients.get(user.username)
+            if entry is not None:
+                return entry
+            client = app.test_client()
+            page = client.get("/login").get_data(as_text=True)
+            token = token_re.search(page).group(1)
+            response = client.post("/login", data={"username": user.username, "password": PASSWORD,
+                                                   "csrf_token": token})
+            if response.status_code != 302:
+                raise RuntimeError(f"bench: login of {user.username} failed ({response.status_code})")
+            page = client.get("/").get_data(as_text=True)
+            found = token_re.search(page)
+            if found is None:
+                raise RuntimeError("bench: no CSRF token on the inbox page")
+            clients[user.username] = entry = (client, found.group(1))
+            return entry
+
+        def complete(user, row, data):
+            client, token = client_for(user)
+            fields = form_fields(data) if row.form else [("confirmed", "on")]
+            response = client.post(f"/tasks/{row.id}", data=fields + [("csrf_token", token)])
+            if response.status_code != 302:
+                text = response.get_data(as_text=True)
+                raise RuntimeError(f"bench: HTTP completion of {row.bpmn_id} answered "
+                                   f"{response.status_code}: {text[:500]}")
+
+        # warm up: log everybody in (not timed), one instance
+        self.run_instance(self.scenario.start(self.engine, 0), complete)
+        timings: list[float] = []
+        for index in range(self.sizes["http_instances"]):
+            self.run_instance(self.scenario.start(self.engine, index), complete, timings)
+        self.results["http_complete_ms_p95"] = _ms(percentile(timings, 95))
+        self.details["http_complete_ms_p50"] = _ms(percentile(timings, 50))
+        self.details["http_completions"] = len(timings)
+
+    # ---- inbox at scale
+    def measure_inbox(self) -> None:
+        from .authz import ACTOR_ROLES
+        from .models import Division, HumanTask, Instance
+        engine = self.engine
+        total, mine = self.sizes["inbox_rows"], self.sizes["inbox_user_rows"]
+        with engine.db.read() as session:
+            codes = [c for c in session.scalars(select(Division.code)) if c != "650102"][:150]
+        now = START_TIME.astimezone(timezone.utc)
+        holders = max(1, min(1000, total // 100))
+        with engine.db.engine.begin() as conn:
+            first = conn.execute(insert(Instance.__table__).returning(Instance.__table__.c.id), [
+                {"process_id": "bench_inbox", "version_id": 1, "called_versions": {}, "status": "running",
+                 "state": b"", "serializer_version": "bench", "lock_version": 1, "title": f"inbox {i}",
+                 "started_by": "bench", "started_at": now, "updated_at": now} for i in range(holders)]).scalars().all()
+        holder_ids = list(first)
+        user_lanes = ("local_epb", "local_drc")
+        stride = max(1, total // max(1, mine))
+        rows = []
+        for i in range(total):
+            if i % stride == 0 and i // stride < mine:
+                lane, scope = user_lanes[(i // stride) % 2], "j:650102"   # the measured user's share
+            else:
+                lane = ACTOR_ROLES[i % len(ACTOR_ROLES)]
+                if lane in ("enterprise", "consultancy"):
+                    scope = f"o:{1000 + i % 3000}"
+                elif lane == "expert":
+                    scope = f"u:expert-{i % 200}"
+                elif lane in user_lanes:
+                    scope = f"j:{codes[i % len(codes)]}"                 # same roles, other places
+                else:
+                    scope = "j:650102" if i % 7 == 0 else f"j:{codes[i % len(codes)]}"
+            due = None if i % 5 == 0 else now + timedelta(days=(i * 7919) % 90, minutes=i % 1440)
+            rows.append({"id": str(uuid.UUID(int=i + 1)), "instance_id": holder_ids[i % len(holder_ids)],
+                         "process_id": "bench_inbox", "bpmn_id": f"task_{i % 40}", "title": f"基准任务 {i}",
+                         "lane": lane, "scope": scope, "form": None, "form_process_id": "bench_inbox",
+                         "article": "Art. 10", "enterprise_name": f"企业 {i % 3000}", "due_at": due,
+                         "status": "open", "created_at": now - timedelta(seconds=i)})
+        started = time.perf_counter()
+        table = HumanTask.__table__
+        with engine.db.engine.begin() as conn:
+            for chunk in range(0, len(rows), 10_000):
+                conn.execute(insert(table), rows[chunk:chunk + 10_000])
+        seeded = time.perf_counter() - started
+        with engine.db.engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE") if engine.db.is_sqlite else None
+        user = self.user_for("local_epb", "j:650102")
+        with engine.db.transaction() as session:
+            from .models import User
+            db_user = session.get(User, user.id)
+            db_user.roles = list(user_lanes)
+            user.roles = list(user_lanes)
+        expected = sum(1 for r in rows if r["lane"] in user_lanes and r["scope"] == "j:650102")
+        page = engine.inbox(user)
+        if page.total < expected:
+            raise RuntimeError(f"bench: inbox shows {page.total} tasks, expected at least {expected}")
+        inbox_t, count_t = [], []
+        for _ in range(self.sizes["inbox_queries"]):
+            started = time.perf_counter()
+            engine.inbox(user)
+            inbox_t.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            engine.inbox_count(user)
+            count_t.append(time.perf_counter() - started)
+        self.results["inbox_ms_p95_100k"] = _ms(percentile(inbox_t, 95))
+        self.results["inbox_count_ms_p95_100k"] = _ms(percentile(count_t, 95))
+        self.details["inbox_ms_p50"] = _ms(percentile(inbox_t, 50))
+        self.details["inbox_user_tasks"] = page.total
+        self.details["inbox_rows_seeded"] = total
+        self.details["inbox_seed_s"] = seeded
+
+    # ---- timers at scale
+    def _timer_template(self):
+        """A real instance waiting on a timer: the scenario's own first state, else the `deadline` fixture."""
+        from .models import HumanTask, Instance
+        instance_id = self.scenario.start(self.engine, 0)
+        with self.engine.db.read() as session:
+            row = session.get(Instance, instance_id)
+            if row.next_timer_at is None:
+                row = None
+        source = self.scenario.process_id
+        if row is None:
+            self.engine.deploy_paths([FIXTURES / "processes" / "deadline.bpmn"], deployed_by="bench")
+            instance_id = self.engine.start("deadline", actor="bench", data={
+                "enterprise_id": self.scenario.ctx["enterprise_id"], "jurisdiction_code": "650102",
+                "published_on": "2025-03-03"})
+            source = "deadline (test fixture)"
+        with self.engine.db.read() as session:
+            row = session.get(Instance, instance_id)
+            tasks = list(session.scalars(select(HumanTask).where(HumanTask.instance_id == instance_id,
+                                                                 HumanTask.status == "open")))
+            template = {c.name: getattr(row, c.key) for c in Instance.__table__.columns if c.name != "id"}
+            task_rows = [{c.name: getattr(t, c.key) for c in HumanTask.__table__.columns} for t in tasks]
+        if template["next_timer_at"] is None:
+            raise RuntimeError("bench: no instance waits on a timer")
+        self.details["tick_process"] = source
+        return template, task_rows
+
+    def measure_tick(self) -> None:
+        from .models import HumanTask, Instance
+        engine = self.engine
+        template, task_rows = self._timer_template()
+        due_at = template["next_timer_at"]
+        text = zlib.decompress(template["state"]).decode("utf-8")
+        ids = sorted(set(re.findall(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", text)))
+        pattern = re.compile("|".join(re.escape(i) for i in ids))
+        table, tasks = Instance.__table__, HumanTask.__table__
+
+        def clone_rows(count, next_timer_at, fresh):
+            instances, humans = [], []
+            for _ in range(count):
+                row = dict(template)
+                row["next_timer_at"] = next_timer_at
+                mapping = {}
+                if fresh:
+                    mapping = {old: str(uuid.uuid4()) for old in ids}
+                    row["state"] = zlib.compress(pattern.sub(lambda m: mapping[m.group(0)], text).encode("utf-8"), 6)
+                instances.append(row)
+                humans.append([{**t, "id": mapping.get(t["id"], str(uuid.uuid4()))} for t in task_rows])
+            return instances, humans
+
+        def insert_rows(instances, humans):
+            with engine.db.engine.begin() as conn:
+                for chunk in range(0, len(instances), 5000):
+                    part = instances[chunk:chunk + 5000]
+                    new_ids = conn.execute(insert(table).returning(table.c.id), part).scalars().all()
+                    human_rows = []
+                    for instance_id, rows in zip(new_ids, humans[chunk:chunk + 5000]):
+                        for r in rows:
+                            human_rows.append({**r, "instance_id": instance_id})
+                    if human_rows:
+                        conn.execute(insert(tasks), human_rows)
+
+        started = time.perf_counter()
+        waiting = self.sizes["tick_waiting"]
+        # waiting instances are never loaded by a tick before they are due: they share one state
+        for chunk in range(0, waiting, 20_000):
+            insert_rows(*clone_rows(min(20_000, waiting - chunk), due_at + timedelta(days=365), fresh=False))
+        due_count = self.sizes["tick_due"]
+        insert_rows(*clone_rows(due_count, due_at, fresh=True))
+        self.details["tick_seed_s"] = time.perf_counter() - started
+        with engine.db.engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE") if engine.db.is_sqlite else None
+
+        idle_now = due_at - timedelta(hours=1)
+        idle = []
+        for _ in range(self.sizes["tick_idle_runs"]):
+            started = time.perf_counter()
+            fired = engine.tick(idle_now)
+            idle.append(time.perf_counter() - started)
+            if fired:
+                raise RuntimeError("bench: an idle tick fired timers")
+        self.results["tick_idle_ms"] = _ms(statistics.median(idle))
+        self.details["tick_idle_ms_p95"] = _ms(percentile(idle, 95))
+        self.details["tick_waiting"] = waiting + due_count + 1
+
+        gc.collect()
+        started = time.perf_counter()
+        results = engine.tick(due_at + timedelta(minutes=1))
+        elapsed = time.perf_counter() - started
+        fired = [r for r in results if r.fired_timers]
+        if len(fired) < due_count:
+            raise RuntimeError(f"bench: a tick fired {len(fired)} of {due_count} due timers")
+        self.results["tick_per_s"] = len(fired) / elapsed
+        self.details["tick_fired"] = len(fired)
+
+    # ---- growth over a loop
+    def measure_growth(self) -> None:
+        from . import runtime
+        from .models import Instance
+        engine = self.engine
+        engine.deploy_paths([FIXTURES / "processes" / "loop.bpmn"], deployed_by="bench")
+        sizes, saves, rounds_list = [], [], list(self.sizes["loop_rounds"])
+        for rounds in rounds_list:
+            instance_id = engine.start("loop", actor="bench", data={"counter": 0, "rounds": rounds})
+            with engine.db.read() as session:
+                row = session.get(Instance, instance_id)
+                if row.status != "completed":
+                    raise RuntimeError(f"bench: the loop of {rounds} ended {row.status}")
+                loaded = engine._load(session, instance_id, lock=False)
+            table = Instance.__table__
+            timings = []
+            for _ in range(self.sizes["save_repeats"]):
+                started = time.perf_counter()
+                state = runtime.dump_state(loaded.workflow)
+                with engine.db.engine.begin() as conn:
+                    conn.execute(update(table).where(table.c.id == instance_id).values(state=state))
+                timings.append(time.perf_counter() - started)
+            sizes.append(len(state))
+            saves.append(statistics.median(timings))
+        exponents = []
+        for series in (sizes, saves):
+            for (n1, v1), (n2, v2) in zip(zip(rounds_list, series), list(zip(rounds_list, series))[1:]):
+                if n2 > n1 and v1 > 0 and v2 > 0:
+                    exponents.append(math.log(v2 / v1) / math.log(n2 / n1))
+        self.results["growth_exponent"] = max(exponents) if exponents else None
+        self.details["loop_state_bytes"] = dict(zip(map(str, rounds_list), sizes))
+        self.details["loop_save_ms"] = {str(n): round(_ms(s), 3) for n, s in zip(rounds_list, saves)}
+
+    # ---- report
+    def verdicts(self) -> dict:
+        verdicts = {}
+        for key, op, target in TARGETS:
+            value = self.results.get(key)
+            if value is None:
+                verdicts[key] = {"target": f"{op} {target}", "holds": None}
+            else:
+                holds = value <= target if op == "<=" else value >= target
+                verdicts[key] = {"target": f"{op} {target}", "holds": bool(holds)}
+        return verdicts
+
+    def report(self, mode: str, elapsed: float) -> dict:
+        verdicts = self.verdicts()
+        labels = {
+            "floor_update_ms": "storage floor: Core UPDATE of a 5 KB JSON row (median)",
+            "floor_engine_ms": "engine floor: same completions, SpiffWorkflow in memory (median)",
+            "complete_ms_p50": "complete a user task via the facade, p50",
+            "complete_ms_p95": "complete a user task via the facade, p95",
+            "complete_ratio": "complete p50 / (engine floor + storage floor)",
+            "lifecycle_per_s": "whole instances (start to end) per second",
+            "inbox_ms_p95_100k": "inbox page (count + 25 rows) at 100k open tasks, p95",
+            "inbox_count_ms_p95_100k": "inbox count at 100k open tasks, p95",
+            "http_complete_ms_p95": "complete through the web app (Flask test client), p95",
+            "tick_per_s": "timers fired per second (due at once)",
+            "tick_idle_ms": "tick with 100k waiting, none due (median)",
+            "state_bytes_final": "stored state of one finished instance (bytes)",
+            "growth_exponent": "state size / save time growth over a 10-100-1000 loop",
+        }
+        self.log("")
+        self.log(f"cleanaudit bench ({mode}) — process measured: {self.scenario.name}"
+                 + (f" [{self.scenario.note}]" if self.scenario.note else ""))
+        self.log(f"{'figure':<26} {'value':>12}  {'target':>9}  {'holds':<5}  meaning")
+        self.log("-" * 110)
+        for key in KEYS:
+            value = self.results.get(key)
+            shown = "missing" if value is None else (f"{value:,.0f}" if key == "state_bytes_final"
+                                                     else f"{value:,.3f}")
+            verdict = verdicts.get(key)
+            target = verdict["target"] if verdict else ""
+            holds = "" if verdict is None else ("-" if verdict["holds"] is None else
+                                                ("yes" if verdict["holds"] else "NO"))
+            self.log(f"{key:<26} {shown:>12}  {target:>9}  {holds:<5}  {labels[key]}")
+        self.log("-" * 110)
+        for key, value in self.details.items():
+            self.log(f"  {key}: {value}")
+        self.log(f"  total time: {elapsed:.1f} s")
+        summary = {key: _round(self.results.get(key)) for key in KEYS}
+        summary.update({
+            "mode": mode, "process": self.scenario.process_id,
+            "process_note": self.scenario.note or None,
+            "targets": verdicts,
+            "all_targets_hold": all(v["holds"] for v in verdicts.values()),
+            "elapsed_s": round(elapsed, 1),
+        })
+        return summary
+
+
+def resolve_sizes(quick: bool, sizes: Optional[dict]) -> dict:
+    chosen = dict(SIZES["quick" if quick else "full"])
+    env = os.environ.get(SIZES_ENV)
+    if env:
+        chosen.update(json.loads(env))
+    if sizes:
+        chosen.update(sizes)
+    return chosen
+
+
+def main(quick: bool = False, sizes: Optional[dict] = None, out=None) -> int:
+    """Run the benchmark; prints the table and, last, one line of JSON. Returns 0 when it ran."""
+    from . import clock
+    out = out or sys.stdout
+    bench = Bench(resolve_sizes(quick, sizes), out)
+    mode = "quick" if quick else "full"
+    tmp = Path(tempfile.mkdtemp(prefix="cleanaudit-bench-"))
+    started = time.perf_counter()
+    try:
+        steps = [("setup", lambda: bench.setup(tmp)),
+                 ("storage floor", bench.measure_floor_update),
+                 ("engine floor", bench.measure_floor_engine),
+                 ("task completion and lifecycle", bench.measure_complete),
+                 ("web completion", bench.measure_http),
+                 ("inbox at 100k", bench.measure_inbox),
+                 ("timers", bench.measure_tick),
+                 ("state growth", bench.measure_growth)]
+        for name, step in steps:
+            step_started = time.perf_counter()
+            step()
+            print(f"  {name}: {time.perf_counter() - step_started:.1f} s", file=out, flush=True)
+        ratio_base = bench.results["floor_engine_ms"] + bench.results["floor_update_ms"]
+        bench.results["complete_ratio"] = bench.results["complete_ms_p50"] / ratio_base
+        summary = bench.report(mode, time.perf_counter() - started)
+    finally:
+        clock.reset()
+        try:
+            bench.engine.db.dispose()
+        except Exception:  # noqa: BLE001
+            pass
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps(summary, ensure_ascii=False, sort_keys=False), file=out, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main("--quick" in sys.argv))

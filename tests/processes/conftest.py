@@ -1,0 +1,403 @@
+"""Fixtures for the process scenario tests: deployed processes and the actors of the Measures.
+
+- `deploy(*process_ids)` deploys processes/<id>.bpmn (all of processes/ when none is named) on the
+  test's `engine` (tests/conftest.py: a fresh SQLite database, nothing deployed).
+- `deployed_engine` is that engine with every file of processes/ deployed.
+- `actors` creates demo-like organisations and users (two Urumqi districts, a Changji county, the
+  prefecture and the region; enterprises, filed / applying / revoked audit agencies) and returns
+  them as attributes, e.g. `actors.steel`, `actors.steel_user`, `actors.tianshan_epb`.
+- `scene` offers read-side helpers (open tasks, records, undelivered messages, instances) and
+  `act(user, bpmn_id, data)`.
+- `engine_workarounds` patches the engine defects listed in its docstring for the duration of a
+  test, only while the engine still has them (see tests/processes/test_mandatory_audit.py).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from sqlalchemy import select
+
+from tests.conftest import add_organisation, add_user
+
+ROOT = Path(__file__).resolve().parents[2]
+PROCESSES = ROOT / "processes"
+
+TIANSHAN, SAYBAG, URUMQI, CHANGJI_CITY, REGION = "650102", "650103", "650100", "652301", "650000"
+
+
+def uscc(division: str, serial: int, kind: str = "91") -> str:
+    """A valid unified social credit code (GB 32100-2015): `kind` 91 = enterprise legal person."""
+    from engine.forms import uscc_check_character
+    first17 = f"{kind}{division}{serial:09d}"
+    return first17 + uscc_check_character(first17)
+
+
+@pytest.fixture
+def deploy(engine):
+    """deploy("mandatory_audit", "audit_stages"): deploy those process files (all when none named)."""
+
+    def _deploy(*process_ids: str):
+        paths = [PROCESSES / f"{pid}.bpmn" for pid in process_ids] or sorted(PROCESSES.glob("*.bpmn"))
+        return engine.deploy_paths(paths)
+
+    return _deploy
+
+
+@pytest.fixture
+def deployed_engine(engine, deploy):
+    """The test's engine with every process of processes/ deployed."""
+    deploy()
+    return engine
+
+
+@pytest.fixture
+def actors(engine):
+    """Organisations and users like the demo data: who acts where."""
+    a = SimpleNamespace()
+    # Enterprises (Art. 8): two in Tianshan district, one in Saybag district, one in Changji city.
+    a.steel = add_organisation(engine, kind="enterprise", name="天山钢铁有限公司", credit_code=uscc(TIANSHAN, 1),
+                               division_code=TIANSHAN, legal_representative="王强", address="乌鲁木齐市天山区钢城路1号",
+                               industry_code="C31")
+    a.chem = add_organisation(engine, kind="enterprise", name="天山化工有限公司", credit_code=uscc(TIANSHAN, 2),
+                              division_code=TIANSHAN, legal_representative="李敏", address="乌鲁木齐市天山区化工路8号",
+                              industry_code="C26", is_central=True)
+    a.cement = add_organisation(engine, kind="enterprise", name="沙依巴克建材有限公司", credit_code=uscc(SAYBAG, 3),
+                                division_code=SAYBAG, industry_code="C30")
+    a.coal = add_organisation(engine, kind="enterprise", name="昌吉煤电有限公司", credit_code=uscc(CHANGJI_CITY, 4),
+                              division_code=CHANGJI_CITY, industry_code="D44")
+    # Audit agencies (Art. 15, 19): filed, still applying, filing revoked.
+    a.agency = add_organisation(engine, kind="agency", name="新疆清洁生产技术咨询中心", credit_code=uscc(URUMQI, 11, "12"),
+                                division_code=URUMQI, filing_status="filed", filing_number="XJQJ-2024-001")
+    a.applying_agency = add_organisation(engine, kind="agency", name="天山环保咨询有限公司",
+                                         credit_code=uscc(TIANSHAN, 12), division_code=TIANSHAN,
+                                         filing_status="applying")
+    a.revoked_agency = add_organisation(engine, kind="agency", name="某已撤销备案咨询公司",
+                                        credit_code=uscc(SAYBAG, 13), division_code=SAYBAG, filing_status="revoked",
+                                        filing_number="XJQJ-2021-009")
+    # Users of the enterprises and agencies.
+    a.steel_user = add_user(engine, "steel", ["enterprise"], organisation_id=a.steel)
+    a.chem_user = add_user(engine, "chem", ["enterprise"], organisation_id=a.chem)
+    a.cement_user = add_user(engine, "cement", ["enterprise"], organisation_id=a.cement)
+    a.agency_user = add_user(engine, "agency", ["consultancy"], organisation_id=a.agency)
+    a.applying_agency_user = add_user(engine, "applying-agency", ["consultancy"], organisation_id=a.applying_agency)
+    # Local authorities (Art. 4, 9, 10, 16-18) of Tianshan and Saybag districts and of Urumqi.
+    a.tianshan_epb = add_user(engine, "tianshan-epb", ["local_epb"], jurisdiction_code=TIANSHAN)
+    a.tianshan_drc = add_user(engine, "tianshan-drc", ["local_drc"], jurisdiction_code=TIANSHAN)
+    a.tianshan_etc = add_user(engine, "tianshan-etc", ["local_etc"], jurisdiction_code=TIANSHAN)
+    a.saybag_epb = add_user(engine, "saybag-epb", ["local_epb"], jurisdiction_code=SAYBAG)
+    a.urumqi_epb = add_user(engine, "urumqi-epb", ["local_epb"], jurisdiction_code=URUMQI)
+    # The region (Art. 9, 19, 28, 29).
+    a.regional_epb = add_user(engine, "region-epb", ["regional_epb"], jurisdiction_code=REGION)
+    a.regional_drc = add_user(engine, "region-drc", ["regional_drc"], jurisdiction_code=REGION)
+    a.regional_etc = add_user(engine, "region-etc", ["regional_etc"], jurisdiction_code=REGION)
+    a.admin = add_user(engine, "admin", ["administrator"], jurisdiction_code=REGION)
+    return a
+
+
+# ---------------------------------------------------------------------------------------------- engine
+@pytest.fixture
+def engine_workarounds(monkeypatch):
+    """Test-only stand-ins for three engine defects reported to the lead; each applies only while the
+    defect is present, so the tests keep testing the processes, and vanish once it is fixed.
+
+    1. engine/facade.py, Engine.send_message: builds SpiffWorkflow.bpmn's MessageEventDefinition, but
+       processes parsed by the spiff parser use the spiff subclass, and EventDefinition.__eq__
+       compares classes exactly: no message start or catch event ever matches an external message
+       ("This process is not waiting for enterprise_listed").
+    2. engine/runtime.py, waiting_messages: lists only waiting tasks, not the message start events of
+       event sub-processes (SpiffWorkflow starts those on demand), so a second enterprise_listed for
+       an open audit starts a second instance instead of reaching the waiting one.
+    3. engine/facade.py, Engine._run_engine: calls workflow.do_engine_steps() once, but SpiffWorkflow
+       3.2 stops its loop when, in one pass, a nested sub-process completes and the next one starts
+       (the count of active sub-processes stays the same and nothing ran at the top level): the
+       called audit_stages is left with a READY start event and no inbox row. Re-running
+       do_engine_steps while READY engine tasks remain fixes it (harmless once the facade does so).
+    """
+    from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition as BpmnMessage
+    from SpiffWorkflow.spiff.specs.event_definitions import MessageEventDefinition as SpiffMessage
+
+    from engine import facade, runtime
+
+    if facade.MessageEventDefinition is BpmnMessage:
+        monkeypatch.setattr(facade, "MessageEventDefinition", SpiffMessage)
+
+    original = runtime.waiting_messages
+
+    def waiting_messages(workflow):
+        result = list(original(workflow))
+        for name in getattr(workflow.spec.start, "trigger_specs", []):
+            sub_spec = workflow.subprocess_specs.get(name)
+            for start in getattr(sub_spec, "bpmn_start_events", []):
+                definition = start.event_definition
+                if isinstance(definition, BpmnMessage):
+                    item = (definition.name, json.loads(json.dumps(workflow.correlations, default=str)))
+                    if item not in result:
+                        result.append(item)
+        return result
+
+    if not _lists_event_subprocess_starts(original):
+        monkeypatch.setattr(runtime, "waiting_messages", waiting_messages)
+
+    from SpiffWorkflow import TaskState
+    from SpiffWorkflow.bpmn import BpmnWorkflow
+    single_pass = BpmnWorkflow.do_engine_steps
+
+    def do_engine_steps(workflow, *args, **kwargs):
+        single_pass(workflow, *args, **kwargs)
+        for _ in range(100):
+            if not workflow.get_tasks(state=TaskState.READY, manual=False):
+                break
+            single_pass(workflow, *args, **kwargs)
+
+    monkeypatch.setattr(BpmnWorkflow, "do_engine_steps", do_engine_steps)
+
+
+def _lists_event_subprocess_starts(waiting_messages) -> bool:
+    """True when waiting_messages already reports the message start of an event sub-process."""
+    from SpiffWorkflow.bpmn import BpmnWorkflow
+    from SpiffWorkflow.spiff.parser.process import SpiffBpmnParser
+
+    from engine.xmlsafe import parse_bpmn_bytes
+    parser = SpiffBpmnParser()
+    parser.add_bpmn_xml(parse_bpmn_bytes(_PROBE.encode(), "probe.bpmn"), filename="probe.bpmn")
+    workflow = BpmnWorkflow(parser.get_spec("probe"), parser.get_subprocess_specs("probe"))
+    workflow.do_engine_steps()
+    return any(name == "probe_message" for name, _ in waiting_messages(workflow))
+
+
+_PROBE = """<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" id="probe_definitions"
+    targetNamespace="http://cleanaudit.example/probe">
+  <bpmn:message id="probe_message" name="probe_message" />
+  <bpmn:process id="probe" isExecutable="true">
+    <bpmn:startEvent id="probe_start"><bpmn:outgoing>probe_flow</bpmn:outgoing></bpmn:startEvent>
+    <bpmn:userTask id="probe_task"><bpmn:incoming>probe_flow</bpmn:incoming></bpmn:userTask>
+    <bpmn:sequenceFlow id="probe_flow" sourceRef="probe_start" targetRef="probe_task" />
+    <bpmn:subProcess id="probe_events" triggeredByEvent="true">
+      <bpmn:startEvent id="probe_event_start" isInterrupting="false">
+        <bpmn:outgoing>probe_event_flow</bpmn:outgoing>
+        <bpmn:messageEventDefinition id="probe_event_message" messageRef="probe_message" />
+      </bpmn:startEvent>
+      <bpmn:endEvent id="probe_event_end"><bpmn:incoming>probe_event_flow</bpmn:incoming></bpmn:endEvent>
+      <bpmn:sequenceFlow id="probe_event_flow" sourceRef="probe_event_start" targetRef="probe_event_end" />
+    </bpmn:subProcess>
+  </bpmn:process>
+</bpmn:definitions>
+"""
+
+
+# ---------------------------------------------------------------------------------------------- scene
+class Scene:
+    """Read-side helpers over one test's engine (what a scenario test looks at)."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def task(self, user, bpmn_id: str, instance_id=None):
+        """The open inbox row of that task which the user may act on (fails when there is none)."""
+        rows = [r for r in self.engine.inbox(user, per_page=100).rows
+                if r.bpmn_id == bpmn_id and (instance_id is None or r.instance_id == instance_id)]
+        assert rows, f"{user.username} has no open task {bpmn_id}; open: {self.open_tasks(instance_id)}"
+        return rows[0]
+
+    def act(self, user, bpmn_id: str, data: dict | None = None, instance_id=None):
+        """Complete the user's open task `bpmn_id` with the form data (acknowledgements: no data)."""
+        row = self.task(user, bpmn_id, instance_id)
+        return self.engine.complete(user, row.id, {"confirmed": True} if data is None else data)
+
+    def status(self, instance_id: int) -> str:
+        row = self.engine.instance(instance_id)
+        return f"{row.status}: {row.incident_error}" if row.status == "incident" else row.status
+
+    def open_tasks(self, instance_id=None) -> list[str]:
+        """The BPMN ids of the open inbox rows (of one instance, called processes included), sorted."""
+        from engine.models import HumanTask
+        query = select(HumanTask.bpmn_id).where(HumanTask.status == "open")
+        if instance_id is not None:
+            query = query.where(HumanTask.instance_id == instance_id)
+        with self.engine.db.read() as session:
+            return sorted(session.scalars(query))
+
+    def history_kinds(self, instance_id: int) -> list[str]:
+        return [event.kind for event in self.engine.history(instance_id)]
+
+    def records(self, kind: str) -> list:
+        """Records of one kind, oldest first."""
+        from engine.models import Record
+        with self.engine.db.read() as session:
+            return list(session.scalars(select(Record).where(Record.kind == kind).order_by(Record.id)))
+
+    def undelivered(self, name: str) -> list:
+        """Messages of that name that no instance or start event took."""
+        from engine.models import UndeliveredMessage
+        with self.engine.db.read() as session:
+            return list(session.scalars(select(UndeliveredMessage).where(UndeliveredMessage.name == name)
+                                        .order_by(UndeliveredMessage.id)))
+
+    def instances(self, process_id: str) -> list:
+        """Instances of a process, oldest first."""
+        from engine.models import Instance
+        with self.engine.db.read() as session:
+            return list(session.scalars(select(Instance).where(Instance.process_id == process_id)
+                                        .order_by(Instance.id)))
+
+
+@pytest.fixture
+def scene(engine):
+    return Scene(engine)
+
+
+# ---------------------------------------------------------------------------------------------- audits
+def correlation(enterprise_id: int) -> dict:
+    """The correlations of enterprise_listed (property enterprise_id, SpiffWorkflow's default key)."""
+    return {"MainCorrelationKey": {"enterprise_id": enterprise_id}}
+
+
+class AuditDriver:
+    """Drives mandatory_audit / audit_stages through the facade with valid form data."""
+
+    def __init__(self, engine, actors, scene):
+        self.engine, self.actors, self.scene = engine, actors, scene
+
+    # -- Art. 9: the listing that starts the audit ---------------------------------------------------
+    def listing(self, enterprise_id: int, *, grounds=("exceeding",), published_on: str = "2025-03-03",
+                jurisdiction_code: str = TIANSHAN, batch: str = "2025-1") -> dict:
+        from engine.models import Organisation
+        with self.engine.db.read() as session:
+            org = session.get(Organisation, enterprise_id)
+            name, is_central = org.name, bool(org.is_central)
+        return {"enterprise_id": enterprise_id, "enterprise_name": name, "jurisdiction_code": jurisdiction_code,
+                "grounds": list(grounds), "published_on": published_on, "batch": batch, "is_central": is_central}
+
+    def list_enterprise(self, enterprise_id: int, **kwargs):
+        """Deliver enterprise_listed as mandatory_listing does on publication; returns the instance id."""
+        return self.engine.send_message("enterprise_listed", self.listing(enterprise_id, **kwargs),
+                                        correlation(enterprise_id))
+
+    # -- Art. 10 -------------------------------------------------------------------------------------
+    @staticmethod
+    def disclosure(name: str = "天山钢铁有限公司", division: str = TIANSHAN) -> dict:
+        return {"enterprise_name": name, "uscc": uscc(division, 1), "legal_representative": "王强",
+                "address": "乌鲁木齐市天山区钢城路1号", "division_code": division, "media": "乌鲁木齐晚报",
+                "disclosure_date": "2025-03-20", "reporting_year": 2024,
+                "pollutants": [
+                    {"name": "二氧化硫", "medium": "air", "discharge_mode": "organised_continuous",
+                     "concentration": 180.0, "unit": "mg/m³", "standard_limit": 100.0, "annual_total_t": 420.5,
+                     "quota_t": 380.0, "exceeds": True, "over_quota": True},
+                    {"name": "化学需氧量", "medium": "water", "discharge_mode": "indirect", "concentration": 60.0,
+                     "unit": "mg/L", "standard_limit": 100.0, "annual_total_t": 12.3, "exceeds": False,
+                     "over_quota": False}]}
+
+    # -- Art. 11, 14, 15, 19 -------------------------------------------------------------------------
+    @staticmethod
+    def commission(agency_id: int) -> dict:
+        return {"audit_mode": "agency", "agency_id": agency_id, "contract_no": "QJSH-2025-017",
+                "contract_date": "2025-04-10"}
+
+    @staticmethod
+    def self_audit() -> dict:
+        return {"audit_mode": "self",
+                "self_audit_team": [
+                    {"name": "张伟", "post": "生产副总经理", "qualification": "高级工程师", "speciality": "冶金工程"},
+                    {"name": "刘芳", "post": "环保科科长", "qualification": "工程师（清洁生产审核师）",
+                     "speciality": "环境工程"}],
+                "self_audit_basis": "企业设有环保科和技术中心，两名技术人员参加过自治区清洁生产审核师培训。"}
+
+    @staticmethod
+    def accept_commission() -> dict:
+        return {"commission_answer": "accept", "lead_auditor": "陈静", "auditor_count": 3,
+                "planned_completion": "2025-12-31"}
+
+    # -- Art. 13: the six stages ---------------------------------------------------------------------
+    STAGES = {
+        "prepare_audit": {
+            "leadership_commitment": True, "team_leader": "张伟",
+            "team": [{"name": "张伟", "post": "生产副总经理", "title": "高级工程师", "speciality": "冶金", "role": "leader"},
+                     {"name": "刘芳", "post": "环保科科长", "title": "工程师", "speciality": "环境工程", "role": "member"}],
+            "work_plan": [{"phase": "preparation", "task": "成立审核小组、培训", "start_date": "2025-04-15",
+                           "end_date": "2025-04-30", "department": "环保科", "output": "审核工作计划"}],
+            "training_sessions": 2, "trained_staff": 45},
+        "pre_audit": {
+            "survey_summary": "烧结工序二氧化硫排放超标，吨钢新水消耗高于行业清洁生产二级标准。",
+            "audit_focus": "烧结工序", "focus_reason": "权重总和计分排序第一。",
+            "targets": [{"indicator": "二氧化硫排放浓度", "unit": "mg/m³", "baseline": 180, "near_term": 100,
+                         "long_term": 50}],
+            "no_low_cost_options": [{"name": "加强跑冒滴漏管理", "description": "建立巡检制度", "investment": 0.5,
+                                     "status": "implemented"}]},
+        "audit_balances": {
+            "balances": [{"kind": "material", "item": "铁矿粉", "unit": "t/a", "inputs": 1000000, "outputs": 985000,
+                          "closure_pct": 98.5},
+                         {"kind": "water", "item": "新鲜水", "unit": "m³/a", "inputs": 520000, "outputs": 512000,
+                          "closure_pct": 98.5}],
+            "waste_causes": [{"aspect": "equipment", "description": "脱硫设施老化，效率下降。"}]},
+        "generate_options": {
+            "options": [{"name": "烧结烟气脱硫改造", "category": "medium_high_cost", "aspect": "equipment",
+                         "description": "石灰石-石膏法脱硫", "screened_in": True},
+                        {"name": "循环水系统改造", "category": "medium_high_cost", "aspect": "technology",
+                         "description": "提高水重复利用率", "screened_in": True},
+                        {"name": "更换照明灯具", "category": "no_low_cost", "aspect": "equipment",
+                         "description": "LED 灯具", "screened_in": False}],
+            "screening_method": "权重总和计分排序法"},
+        "assess_feasibility": {
+            "discount_rate_pct": 8,
+            "assessments": [{"option_name": "烧结烟气脱硫改造", "technical_feasible": True, "investment": 1200,
+                             "annual_benefit": 300, "payback_years": 4, "npv": 450.5,
+                             "environmental_effect": "二氧化硫年削减约300吨", "chosen": True},
+                            {"option_name": "循环水系统改造", "technical_feasible": True, "investment": 300,
+                             "annual_benefit": 80, "payback_years": 3.75, "npv": 120,
+                             "environmental_effect": "年节约新鲜水10万立方米", "chosen": True}]},
+        "write_report": {
+            "report_title": "天山钢铁有限公司清洁生产审核报告", "report_date": "2025-11-20",
+            "enterprise_basics": "年产钢200万吨……", "audit_process_and_results": "审核重点为烧结工序……",
+            "options_summary_and_benefits": "共提出方案3项……预计年经济效益380万元。",
+            "implementation_plan": [{"option_name": "烧结烟气脱硫改造", "start_date": "2026-01-01",
+                                     "end_date": "2026-10-31", "department": "设备处", "investment": 1200}]},
+    }
+
+    def run_stages(self, enterprise_user, instance_id: int, agency_user=None) -> None:
+        """Complete the six stages (Art. 13) as the enterprise; the agency co-signs when commissioned."""
+        for bpmn_id, data in self.STAGES.items():
+            self.scene.act(enterprise_user, bpmn_id, data, instance_id)
+        if agency_user is not None:
+            self.scene.act(agency_user, "cosign_report",
+                           {"cosign_decision": "confirm", "signing_auditor": "陈静", "certificate_no": "QJ-0815"},
+                           instance_id)
+
+    # -- Art. 16 -------------------------------------------------------------------------------------
+    @staticmethod
+    def report_summary() -> dict:
+        return {"report_title": "天山钢铁有限公司清洁生产审核报告", "report_date": "2025-11-20", "audit_focus": "烧结工序",
+                "options_total": 3, "no_low_cost_options_count": 1, "medium_high_cost_options_count": 2,
+                "planned_investment": 1500, "expected_annual_benefit": 380,
+                "expected_reductions": [{"pollutant": "二氧化硫", "reduction_t": 300}], "recipients_confirmed": True}
+
+    @staticmethod
+    def accept_report() -> dict:
+        return {"review_decision": "accept", "reviewed_on": "2025-12-15", "review_opinion": "报告内容完整。"}
+
+    # -- whole routes --------------------------------------------------------------------------------
+    def to_report(self, enterprise_user, instance_id: int, *, agency: bool = True) -> None:
+        """Commission (agency or self-audit) and run the six stages: the report is ready to submit."""
+        a = self.actors
+        if agency:
+            self.scene.act(enterprise_user, "commission_agency", self.commission(a.agency), instance_id)
+            self.scene.act(a.agency_user, "accept_commission", self.accept_commission(), instance_id)
+            self.run_stages(enterprise_user, instance_id, a.agency_user)
+        else:
+            self.scene.act(enterprise_user, "commission_agency", self.self_audit(), instance_id)
+            self.run_stages(enterprise_user, instance_id)
+
+    def complete_audit(self, enterprise_user, epb_user, instance_id: int, *, agency: bool = True) -> None:
+        """From a fresh listing to the local EPB's acceptance of the report (disclosure left aside)."""
+        self.to_report(enterprise_user, instance_id, agency=agency)
+        self.scene.act(enterprise_user, "submit_report", self.report_summary(), instance_id)
+        self.scene.act(epb_user, "review_report", self.accept_report(), instance_id)
+
+
+@pytest.fixture
+def audit(engine, actors, scene, engine_workarounds):
+    """An AuditDriver over the test's engine and actors (the engine workarounds applied)."""
+    return AuditDriver(engine, actors, scene)
