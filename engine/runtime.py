@@ -291,6 +291,9 @@ def do_engine_steps(workflow: BpmnWorkflow) -> None:
                 task = workflow.get_task_from_id(subprocess.parent_task_id)
                 task.task_spec._update(task)
         count = update(workflow)
-        if not (count > 0 or len(workflow.get_active_subprocesses()) > len(active)):
+        # SpiffWorkflow compares the number of active sub-processes: when one ends and a call
+        # activity starts another in the same pass, the new one is never run. Compare identities.
+        known = {id(sp) for sp in active}
+        if not (count > 0 or any(id(sp) not in known for sp in workflow.get_active_subprocesses())):
             break
     workflow.refresh_timers()

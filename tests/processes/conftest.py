@@ -8,14 +8,15 @@
   them as attributes, e.g. `actors.steel`, `actors.steel_user`, `actors.tianshan_epb`.
 - `scene` offers read-side helpers (open tasks, records, undelivered messages, instances) and
   `act(user, bpmn_id, data)`.
-- `engine_workarounds` patches the engine defects listed in its docstring for the duration of a
-  test, only while the engine still has them (see tests/processes/test_mandatory_audit.py).
+- `engine_workarounds` patches the engine defect named in its docstring for the duration of a
+  test, only while the engine still has it (see tests/processes/test_mandatory_audit.py).
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from types import SimpleNamespace
+from unittest.mock import patch
 
 import pytest
 from sqlalchemy import select
@@ -53,9 +54,21 @@ def deployed_engine(engine, deploy):
     return engine
 
 
+@pytest.fixture(scope="session")
+def _password_hash() -> str:
+    from engine.accounts import hash_password
+    return hash_password("pw")
+
+
 @pytest.fixture
-def actors(engine):
-    """Organisations and users like the demo data: who acts where."""
+def actors(engine, _password_hash):
+    """Organisations and users like the demo data: who acts where (every password is "pw")."""
+    # Hashing a password costs ~0.15 s; these users all share one hash, computed once per session.
+    with patch("engine.accounts.hash_password", lambda password: _password_hash):
+        return _create_actors(engine)
+
+
+def _create_actors(engine) -> SimpleNamespace:
     a = SimpleNamespace()
     # Enterprises (Art. 8): two in Tianshan district, one in Saybag district, one in Changji city.
     a.steel = add_organisation(engine, kind="enterprise", name="天山钢铁有限公司", credit_code=uscc(TIANSHAN, 1),
@@ -100,29 +113,17 @@ def actors(engine):
 # ---------------------------------------------------------------------------------------------- engine
 @pytest.fixture
 def engine_workarounds(monkeypatch):
-    """Test-only stand-ins for three engine defects reported to the lead; each applies only while the
-    defect is present, so the tests keep testing the processes, and vanish once it is fixed.
+    """A test-only stand-in for an engine defect reported to the lead, applied only while the
+    engine still has it (so the tests keep testing the processes, and it vanishes once fixed).
 
-    1. engine/facade.py, Engine.send_message: builds SpiffWorkflow.bpmn's MessageEventDefinition, but
-       processes parsed by the spiff parser use the spiff subclass, and EventDefinition.__eq__
-       compares classes exactly: no message start or catch event ever matches an external message
-       ("This process is not waiting for enterprise_listed").
-    2. engine/runtime.py, waiting_messages: lists only waiting tasks, not the message start events of
-       event sub-processes (SpiffWorkflow starts those on demand), so a second enterprise_listed for
-       an open audit starts a second instance instead of reaching the waiting one.
-    3. engine/facade.py, Engine._run_engine: calls workflow.do_engine_steps() once, but SpiffWorkflow
-       3.2 stops its loop when, in one pass, a nested sub-process completes and the next one starts
-       (the count of active sub-processes stays the same and nothing ran at the top level): the
-       called audit_stages is left with a READY start event and no inbox row. Re-running
-       do_engine_steps while READY engine tasks remain fixes it (harmless once the facade does so).
+    engine/runtime.py, waiting_messages: lists only waiting tasks, not the message start events of
+    event sub-processes (SpiffWorkflow creates those on demand, BpmnStartTask.trigger_specs), so the
+    MessageWait rows miss them and a second enterprise_listed for an open audit starts a second
+    mandatory_audit instead of reaching the open one (test_enterprise_listed_again_... ).
     """
-    from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition as BpmnMessage
-    from SpiffWorkflow.spiff.specs.event_definitions import MessageEventDefinition as SpiffMessage
+    from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
 
-    from engine import facade, runtime
-
-    if facade.MessageEventDefinition is BpmnMessage:
-        monkeypatch.setattr(facade, "MessageEventDefinition", SpiffMessage)
+    from engine import runtime
 
     original = runtime.waiting_messages
 
@@ -132,7 +133,7 @@ def engine_workarounds(monkeypatch):
             sub_spec = workflow.subprocess_specs.get(name)
             for start in getattr(sub_spec, "bpmn_start_events", []):
                 definition = start.event_definition
-                if isinstance(definition, BpmnMessage):
+                if isinstance(definition, MessageEventDefinition):
                     item = (definition.name, json.loads(json.dumps(workflow.correlations, default=str)))
                     if item not in result:
                         result.append(item)
@@ -140,19 +141,6 @@ def engine_workarounds(monkeypatch):
 
     if not _lists_event_subprocess_starts(original):
         monkeypatch.setattr(runtime, "waiting_messages", waiting_messages)
-
-    from SpiffWorkflow import TaskState
-    from SpiffWorkflow.bpmn import BpmnWorkflow
-    single_pass = BpmnWorkflow.do_engine_steps
-
-    def do_engine_steps(workflow, *args, **kwargs):
-        single_pass(workflow, *args, **kwargs)
-        for _ in range(100):
-            if not workflow.get_tasks(state=TaskState.READY, manual=False):
-                break
-            single_pass(workflow, *args, **kwargs)
-
-    monkeypatch.setattr(BpmnWorkflow, "do_engine_steps", do_engine_steps)
 
 
 def _lists_event_subprocess_starts(waiting_messages) -> bool:

@@ -162,7 +162,9 @@ class World:
 
 
 @pytest.fixture
-def world(engine, clock):
+def world(engine, clock, monkeypatch):
+    # Password hashing (scrypt) costs ~0.15 s a user and these tests never log in.
+    monkeypatch.setattr("engine.accounts.hash_password", lambda password: "test-only:" + password)
     engine.deploy_paths([LISTING])
     return World(engine)
 

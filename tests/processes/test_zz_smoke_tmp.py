@@ -4,15 +4,14 @@ def test_smoke(engine, deploy, actors, audit, scene, clock):
     deploy("mandatory_audit", "audit_stages")
     iid = audit.list_enterprise(actors.steel)
     a = actors
-    scene.act(a.steel_user, "commission_agency", audit.commission(a.agency), iid)
-    scene.act(a.agency_user, "accept_commission", audit.accept_commission(), iid)
+    scene.act(a.steel_user, "publish_emissions", audit.disclosure(), iid)
+    scene.act(a.tianshan_epb, "verify_disclosure", {"verification": "accept", "checked_on": "2025-03-25"}, iid)
     print(scene.open_tasks(iid), scene.status(iid))
-    from SpiffWorkflow import TaskState
-    from SpiffWorkflow.bpmn import BpmnWorkflow
-    print(BpmnWorkflow.do_engine_steps)
-    with engine.db.read() as s:
-        l = engine._load(s, iid, lock=False)
-        print([ (t.task_spec.name, t.task_spec.manual) for t in l.workflow.get_tasks(state=TaskState.READY)])
-        print([ (t.task_spec.name) for t in l.workflow.get_tasks(state=TaskState.READY, manual=False)])
-        l.workflow.do_engine_steps()
-        print([ (t.task_spec.name) for t in l.workflow.get_tasks(state=TaskState.READY)])
+    audit.to_report(a.steel_user, iid)
+    print(scene.open_tasks(iid), scene.status(iid))
+    print(engine.task_view(a.steel_user, scene.task(a.steel_user, "submit_report").id).data)
+    scene.act(a.steel_user, "submit_report", audit.report_summary(), iid)
+    scene.act(a.tianshan_epb, "review_report", audit.accept_report(), iid)
+    print(scene.open_tasks(iid), scene.status(iid))
+    print(engine.instance_data(iid))
+    print(scene.history_kinds(iid))
