@@ -4,12 +4,76 @@ Each helper runs inside the transaction of the user action that runs the script.
 """
 from __future__ import annotations
 
+import re
+from datetime import timedelta, timezone
+
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from . import clock, history
 from .models import Organisation
 
 ENGINE_ACTOR = "engine"
+_CHINA = timezone(timedelta(hours=8))  # Asia/Shanghai, no DST
+
+# Art. 15, 19: an audit agency's filing with the regional DRC, ETC and EPB.
+FILING_STATUSES = ("none", "applying", "filed", "revoked")
+FILING_NUMBER_FORMAT = "新清审备〔{year}〕第{n:03d}号"
+_FILING_NUMBER_RE = re.compile(r"^新清审备〔(\d{4})〕第(\d+)号$")
+
+# Art. 23: the kinds of cleaner-production project listed as key areas of investment plans.
+INVESTMENT_PRIORITY_CATEGORIES = ("energy_saving", "water_saving", "comprehensive_utilisation",
+                                  "resource_efficiency", "pollution_prevention")
+# Art. 24: pollution-fee funds go first to projects that meet the fee regulation (pollution prevention).
+POLLUTION_FEE_CATEGORIES = ("pollution_prevention",)
+# Art. 25: the priority sectors, by GB/T 4754-2017 division (regulation/domain-notes.md).
+PRIORITY_SECTORS = {
+    "petrochemical": ("C25", "B07"),
+    "metallurgy": ("C31", "C32"),
+    "chemical": ("C26", "C28", "C29"),
+    "building_materials": ("C30",),
+    "light_industry": ("C13", "C14", "C15", "C19", "C22"),
+    "textile": ("C17", "C18"),
+}
+
+
+def priority_sector(industry_code) -> str | None:
+    """The Art. 25 priority sector of a GB/T 4754 code ("C3120" or "C31"), or None."""
+    division = str(industry_code or "").strip().upper()[:3]
+    for sector, divisions in PRIORITY_SECTORS.items():
+        if division in divisions:
+            return sector
+    return None
+
+
+def incentive_flags(industry_code, options, is_sme=False) -> list[dict]:
+    """Which of an enterprise's chosen options qualify for which incentive (Art. 23-25), with why."""
+    sector = priority_sector(industry_code)
+    result = []
+    for option in options or []:
+        category = str(option.get("category") or "")
+        asked = bool(option.get("apply_for_support", True))
+        key_area = category in INVESTMENT_PRIORITY_CATEGORIES
+        flags = {
+            "investment_priority": key_area,                                   # Art. 23
+            "interest_subsidy": key_area and asked,                            # Art. 23
+            "pollution_fee_priority": category in POLLUTION_FEE_CATEGORIES and asked,  # Art. 24
+            "sme_fund": bool(is_sme) and asked,                                # Art. 25 (1)
+            "central_special_fund": bool(sector or is_sme) and key_area and asked,  # Art. 25 (2)
+        }
+        reasons = []
+        if flags["investment_priority"]:
+            reasons.append("Art. 23: key area of investment plans")
+        if flags["pollution_fee_priority"]:
+            reasons.append("Art. 24: pollution-fee funds first")
+        if flags["sme_fund"]:
+            reasons.append("Art. 25: SME development fund")
+        if flags["central_special_fund"]:
+            reasons.append(f"Art. 25: central special fund ({sector or 'SME'})")
+        result.append({"name": str(option.get("name") or ""), "category": category,
+                       "investment": option.get("investment"), "priority_sector": sector,
+                       "qualifies": any(flags.values()), "flags": flags, "reasons": reasons})
+    return result
 
 
 def make_helpers(session: Session, holder: dict) -> dict:
@@ -58,6 +122,124 @@ def make_helpers(session: Session, holder: dict) -> dict:
         row = session.get(Record, int(record_id))
         return dict(row.data) if row is not None else {}
 
-    return {"is_filed_agency": is_filed_agency, "organisation_info": organisation_info,
-            "publish": publish, "keep_record": keep_record, "read_record": read_record}
+    # ---------------------------------------------------------------- Art. 15, 19: agency filing
+    def set_agency_filing(agency_id, status, filing_number=None) -> dict:
+        """Set an audit agency's filing status (none|applying|filed|revoked); returns its filing."""
+        if status not in FILING_STATUSES:
+            raise ValueError(f"filing status must be one of {', '.join(FILING_STATUSES)}, got {status!r}")
+        org = session.get(Organisation, int(agency_id)) if agency_id not in (None, "") else None
+        if org is None or org.kind != "agency":
+            raise ValueError(f"organisation {agency_id!r} is not an audit agency")
+        org.filing_status = status
+        if status == "filed":
+            if not filing_number:
+                raise ValueError("a filed agency needs its filing number")
+            org.filing_number = str(filing_number)[:40]
+            org.filed_at = clock.now()
+        elif filing_number:
+            org.filing_number = str(filing_number)[:40]
+        session.flush()
+        return {"agency_id": org.id, "filing_status": org.filing_status, "filing_number": org.filing_number}
 
+    def next_filing_number() -> str:
+        """The next filing number of the current year, e.g. 新清审备〔2025〕第003号 (never reused)."""
+        from .scripting import today
+        year = int(today()[:4])
+        used = [0]
+        for number in session.scalars(select(Organisation.filing_number).where(
+                Organisation.filing_number.like(f"新清审备〔{year}〕%"))):
+            match = _FILING_NUMBER_RE.match(number or "")
+            if match and int(match.group(1)) == year:
+                used.append(int(match.group(2)))
+        return FILING_NUMBER_FORMAT.format(year=year, n=max(used) + 1)
+
+    def find_organisation(credit_code) -> int | None:
+        """The id of the organisation with that unified social credit code, or None."""
+        if not credit_code:
+            return None
+        return session.scalar(select(Organisation.id).where(
+            Organisation.credit_code == str(credit_code).strip().upper()))
+
+    # ---------------------------------------------------------------- Art. 17, 21: experts
+    def draw_experts(count, industry=None, exclude_organisation_ids=(), exclude_usernames=(),
+                     pool="650000") -> list:
+        """Draw reviewers at random from a pool, without conflicts of interest (engine/experts.py)."""
+        from . import experts
+        return experts.draw(session, count, pool=pool, industry=industry,
+                            exclude_organisation_ids=list(exclude_organisation_ids or ()),
+                            exclude_usernames=list(exclude_usernames or ()))
+
+    def enrol_expert(username, name, organisation_name="", specialities=(), pool="650000",
+                     organisation_id=None, title=None) -> int:
+        """Enrol (or re-enrol) a person in an expert pool; returns the pool entry's id."""
+        from . import experts
+        instance = holder.get("instance")
+        row = experts.enrol(session, username=username, name=name, organisation_name=organisation_name,
+                            specialities=list(specialities or ()), pool=pool, organisation_id=organisation_id,
+                            title=title, enrolled_by=holder.get("actor", ENGINE_ACTOR), now=clock.now(),
+                            instance_id=instance.id if instance is not None else None)
+        return row.id
+
+    def grant_access(usernames, reason="expert_review") -> int:
+        """Allow these people to see this instance's confidential audit data (Art. 20); returns how many new."""
+        from .models import AccessGrant
+        instance = holder.get("instance")
+        if instance is None:
+            raise ValueError("grant_access needs a stored instance")
+        if isinstance(usernames, str):
+            usernames = [usernames]
+        existing = set(session.scalars(select(AccessGrant.username).where(
+            AccessGrant.instance_id == instance.id)))
+        added = 0
+        for username in usernames or ():
+            username = str(username)
+            if username in existing:
+                continue
+            session.add(AccessGrant(instance_id=instance.id, username=username, reason=str(reason)[:60],
+                                    granted_at=clock.now(), granted_by=holder.get("actor", ENGINE_ACTOR)))
+            existing.add(username)
+            added += 1
+        session.flush()
+        return added
+
+    # ---------------------------------------------------------------- Art. 22-25: incentives
+    def has_accepted_audit(enterprise_id) -> dict:
+        """The enterprise's latest accepted audit ({} when none): a voluntary review passed (Art. 17),
+        a record "audit_accepted", or a mandatory audit whose report the local EPB accepted (Art. 16)."""
+        return _accepted_audit(session, enterprise_id)
+
+    return {"is_filed_agency": is_filed_agency, "organisation_info": organisation_info,
+            "publish": publish, "keep_record": keep_record, "read_record": read_record,
+            "set_agency_filing": set_agency_filing, "next_filing_number": next_filing_number,
+            "find_organisation": find_organisation, "draw_experts": draw_experts,
+            "enrol_expert": enrol_expert, "grant_access": grant_access,
+            "has_accepted_audit": has_accepted_audit, "priority_sector": priority_sector,
+            "incentive_flags": incentive_flags}
+
+
+def _accepted_audit(session: Session, enterprise_id) -> dict:
+    from .models import Event, Instance, Record
+    if enterprise_id in (None, ""):
+        return {}
+    enterprise_id = int(enterprise_id)
+    found = []
+    for row in session.scalars(select(Record).where(
+            Record.enterprise_id == enterprise_id, Record.kind.in_(("review_result", "audit_accepted")))):
+        data = row.data or {}
+        if row.kind == "audit_accepted" or data.get("result") == "pass":
+            found.append({"record_id": row.id, "instance_id": row.instance_id, "kind": row.kind,
+                          "accepted_on": str(data.get("decided_on") or data.get("accepted_on")
+                                             or row.created_at.date().isoformat())})
+    # The mandatory chain keeps its acceptance in the instance (report_status): read the review task.
+    mandatory = list(session.scalars(select(Instance.id).where(
+        Instance.process_id == "mandatory_audit", Instance.enterprise_id == enterprise_id)))
+    if mandatory:
+        for event in session.scalars(select(Event).where(
+                Event.instance_id.in_(mandatory), Event.kind == "task_completed",
+                Event.bpmn_id == "review_report")):
+            if (event.data or {}).get("data", {}).get("review_decision") == "accept":
+                found.append({"record_id": None, "instance_id": event.instance_id, "kind": "mandatory_audit",
+                              "accepted_on": event.at.astimezone(_CHINA).date().isoformat()})
+    if not found:
+        return {}
+    return sorted(found, key=lambda item: item["accepted_on"])[-1]

@@ -238,10 +238,12 @@ class Engine:
               data: Optional[dict] = None) -> int:
         """Start an instance of the latest version of a process; returns its id."""
         actor_name = _actor_name(actor)
+        data = dict(data or {})
         with self._budget(), self.db.transaction() as session:
             if isinstance(actor, User):
                 self._check_may_start(session, actor, process_id)
-            loaded = self._new_instance(session, process_id, actor_name, data or {})
+                data.update(_starter_context(session, actor, data))
+            loaded = self._new_instance(session, process_id, actor_name, data)
             self._run_and_save(session, loaded, actor_name, first_run=True)
             return loaded.row.id
 
@@ -689,6 +691,28 @@ def _actor_name(actor) -> str:
     if actor is None:
         return ENGINE_ACTOR
     return actor.username if isinstance(actor, User) else str(actor)
+
+
+def _starter_context(session: Session, user: User, data: dict) -> dict:
+    """Who started the instance and for whom: a process needs not ask the starter what it knows.
+
+    `starter_*` keys are always set; `jurisdiction_code`, `enterprise_id` / `agency_id` only default
+    to the starter's own when the caller did not give them.
+    """
+    context = {"started_by": user.username, "starter_roles": list(user.roles or []),
+               "starter_jurisdiction_code": user.jurisdiction_code,
+               "starter_organisation_id": user.organisation_id}
+    if user.jurisdiction_code and "jurisdiction_code" not in data:
+        context["jurisdiction_code"] = user.jurisdiction_code
+    if user.organisation_id is not None:
+        org = session.get(Organisation, user.organisation_id)
+        key = "enterprise_id" if org is not None and org.kind == "enterprise" else "agency_id"
+        if key not in data:
+            context[key] = user.organisation_id
+        if org is not None and org.kind == "enterprise" and "enterprise_name" not in data:
+            context["enterprise_name"] = org.name
+            context.setdefault("jurisdiction_code", data.get("jurisdiction_code") or org.division_code)
+    return context
 
 
 def _apply_metadata(row: Instance, data: dict) -> None:

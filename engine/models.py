@@ -265,3 +265,38 @@ class Upload(Base):
     enterprise_id: Mapped[Optional[int]] = mapped_column(Integer, index=True)
     uploaded_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column()
+
+
+class Expert(Base):
+    """A member of a cleaner-production expert pool (Art. 21): the regional pool ("650000") or a
+    prefecture's own; organisation and specialities (GB/T 4754 divisions) serve the conflict and
+    speciality checks of the random draw for an expert review (Art. 17)."""
+
+    __tablename__ = "expert"
+    __table_args__ = (UniqueConstraint("username", "pool"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    title: Mapped[Optional[str]] = mapped_column(String(100))
+    organisation_name: Mapped[str] = mapped_column(String(200), default="")
+    organisation_id: Mapped[Optional[int]] = mapped_column(ForeignKey("organisation.id"))
+    specialities: Mapped[list[str]] = mapped_column(default=list)
+    pool: Mapped[str] = mapped_column(String(6), index=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    enrolled_at: Mapped[datetime] = mapped_column()
+    enrolled_by: Mapped[str] = mapped_column(String(64), default="engine")
+    instance_id: Mapped[Optional[int]] = mapped_column(Integer)
+
+
+class AccessGrant(Base):
+    """A person allowed to see one instance's confidential audit data beyond the standing rules
+    (Art. 20, 30): the experts drawn for its review. Checked by engine.confidential."""
+
+    __tablename__ = "access_grant"
+    __table_args__ = (UniqueConstraint("instance_id", "username"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    instance_id: Mapped[int] = mapped_column(Integer, index=True)
+    username: Mapped[str] = mapped_column(String(64), index=True)
+    reason: Mapped[str] = mapped_column(String(60), default="")
+    granted_at: Mapped[datetime] = mapped_column()
+    granted_by: Mapped[str] = mapped_column(String(64), default="engine")

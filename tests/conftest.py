@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+import shutil
+import tempfile
 from typing import Iterable, Optional
 
 import pytest
@@ -38,9 +40,33 @@ def clock():
     engine_clock.reset()
 
 
+_TEMPLATE: dict = {}
+
+
+def _sqlite_template() -> Path:
+    """A migrated, seeded SQLite file made once per test session and copied for each test."""
+    if "path" not in _TEMPLATE:
+        from engine.facade import Engine
+        from engine.accounts import seed_calendar, seed_divisions
+        path = Path(tempfile.mkdtemp(prefix="cleanaudit-template-")) / "template.sqlite"
+        engine = Engine(f"sqlite:///{path}")
+        engine.create_schema()
+        with engine.db.transaction() as session:
+            seed_divisions(session)
+            seed_calendar(session)
+        engine.db.dispose()
+        _TEMPLATE["path"] = path
+    return _TEMPLATE["path"]
+
+
 def make_engine(url: str, processes_dir: Optional[Path] = None, forms_dir: Optional[Path] = None):
+    """An engine on a migrated database with the divisions and the holiday calendar loaded."""
     from engine.facade import Engine
     from engine.accounts import seed_calendar, seed_divisions
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+        shutil.copyfile(_sqlite_template(), url[len("sqlite:///"):])
+        return Engine(url, processes_dir=processes_dir or ROOT / "processes",
+                      forms_dir=forms_dir or ROOT / "forms")
     engine = Engine(url, processes_dir=processes_dir or ROOT / "processes",
                     forms_dir=forms_dir or ROOT / "forms")
     engine.create_schema()
@@ -48,6 +74,15 @@ def make_engine(url: str, processes_dir: Optional[Path] = None, forms_dir: Optio
         seed_divisions(session)
         seed_calendar(session)
     return engine
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(monkeypatch):
+    """scrypt costs ~0.15 s per user; tests create hundreds. Same code path, a cheap method."""
+    from werkzeug.security import generate_password_hash
+    import engine.accounts as accounts
+    monkeypatch.setattr(accounts, "generate_password_hash",
+                        lambda password: generate_password_hash(password, method="pbkdf2:sha256:1000"))
 
 
 @pytest.fixture

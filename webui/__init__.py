@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "PROCESSES_DIR": None,
     "FORMS_DIR": None,
     "ENGINE": None,            # an engine.facade.Engine to use instead of building one (tests)
+    "TRUSTED_PROXIES": 0,      # reverse proxies in front of the app (X-Forwarded-For/-Proto)
 }
 
 
@@ -60,6 +61,7 @@ def config_from_environment(instance_path: str) -> dict[str, Any]:
         "REMEMBER_COOKIE_SECURE": _env_bool("SESSION_COOKIE_SECURE", True),
         "PROCESSES_DIR": os.environ.get("CLEANAUDIT_PROCESSES_DIR") or None,
         "FORMS_DIR": os.environ.get("CLEANAUDIT_FORMS_DIR") or None,
+        "TRUSTED_PROXIES": int(os.environ.get("CLEANAUDIT_TRUSTED_PROXIES") or 0),
     }
 
 
@@ -95,6 +97,11 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
         engine = Engine(app.config.get("DATABASE_URL"), processes_dir=app.config.get("PROCESSES_DIR"),
                         forms_dir=app.config.get("FORMS_DIR"))
     app.extensions["engine"] = engine
+    if app.config["TRUSTED_PROXIES"]:
+        # login throttling counts by client address: behind a proxy, read it from the proxy's header
+        from werkzeug.middleware.proxy_fix import ProxyFix
+        hops = int(app.config["TRUSTED_PROXIES"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
 
     from . import access, display, errors, i18n
     i18n.init_app(app)

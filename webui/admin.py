@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import re
 from datetime import date
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
@@ -13,19 +12,13 @@ from sqlalchemy import func, select
 from engine import clock
 from engine.accounts import AccountError, create_user, hash_password
 from engine.authz import ROLES
-from engine.forms import uscc_problem
 from engine.models import CalendarDay, Division, Instance, Organisation, UndeliveredMessage, User
 
 from .access import get_engine, roles_required
-from .i18n import lang
+from .adminforms import FILING_STATUSES, MIN_PASSWORD, ORG_KINDS, organisation_form, user_form
+from .display import flash_text
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
-
-USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-MIN_PASSWORD = 8
-ORG_KINDS = ("enterprise", "agency")
-FILING_STATUSES = ("none", "applying", "filed", "revoked")
-
 
 @bp.before_request
 @roles_required("administrator")
@@ -41,7 +34,7 @@ def _choices(session) -> dict:
     }
 
 
-@bp.route("/")
+@bp.route("/", strict_slashes=False)
 def index():
     with get_engine().db.read() as session:
         counts = {
@@ -56,44 +49,13 @@ def index():
 
 
 # ---------------------------------------------------------------------- users
-def _user_form(session, form, creating: bool) -> tuple[dict, dict]:
-    """Checked user fields and messages (field -> [text])."""
-    errors: dict[str, list[str]] = {}
-    values = {
-        "username": form.get("username", "").strip(),
-        "display_name": form.get("display_name", "").strip()[:200],
-        "roles": [r for r in form.getlist("roles") if r],
-        "jurisdiction_code": form.get("jurisdiction_code", "").strip() or None,
-        "organisation_id": form.get("organisation_id", "").strip() or None,
-        "active": form.get("active") == "on",
-        "password": form.get("password", ""),
-    }
-    if creating and not USERNAME.match(values["username"]):
-        errors["username"] = [_("用户名须为1至64位字母、数字、点、下划线或连字符，以字母或数字开头。")]
-    elif creating and session.scalar(select(User).where(User.username == values["username"])):
-        errors["username"] = [_("用户名已存在。")]
-    unknown = [r for r in values["roles"] if r not in ROLES]
-    if unknown:
-        errors["roles"] = [_("未知角色：%(roles)s", roles=", ".join(unknown))]
-    if values["jurisdiction_code"] and session.get(Division, values["jurisdiction_code"]) is None:
-        errors["jurisdiction_code"] = [_("未知的行政区划代码：%(code)s", code=values["jurisdiction_code"])]
-    if values["organisation_id"] is not None:
-        if not values["organisation_id"].isdigit() or session.get(Organisation, int(values["organisation_id"])) is None:
-            errors["organisation_id"] = [_("未知的单位。")]
-        else:
-            values["organisation_id"] = int(values["organisation_id"])
-    if creating and len(values["password"]) < MIN_PASSWORD:
-        errors["password"] = [_("密码至少 %(n)d 位。", n=MIN_PASSWORD)]
-    return values, errors
-
-
 @bp.route("/users", methods=["GET", "POST"])
 def users():
     engine = get_engine()
     values, errors = {"active": True, "roles": []}, {}
     if request.method == "POST":
         with engine.db.transaction() as session:
-            values, errors = _user_form(session, request.form, creating=True)
+            values, errors = user_form(session, request.form, creating=True)
             if not errors:
                 try:
                     create_user(session, values["username"], values["password"], values["roles"],
@@ -103,7 +65,7 @@ def users():
                 except AccountError as exc:
                     errors["username"] = [str(exc)]
         if not errors:
-            flash(_("已创建用户 %(name)s。", name=values["username"]), "success")
+            flash(flash_text(_("已创建用户 %(name)s。"), name=values["username"]), "success")
             return redirect(url_for("admin.users"))
     with engine.db.read() as session:
         rows = list(session.scalars(select(User).order_by(User.username)))
@@ -124,7 +86,7 @@ def user(user_id: int):
                   "jurisdiction_code": row.jurisdiction_code, "organisation_id": row.organisation_id,
                   "active": row.active}
         if request.method == "POST":
-            values, errors = _user_form(session, request.form, creating=False)
+            values, errors = user_form(session, request.form, creating=False)
             values["username"] = row.username
             if row.id == current_user.model.id and ("administrator" not in values["roles"] or not values["active"]):
                 errors["roles"] = [_("不能停用自己的账户或取消自己的管理员角色。")]
@@ -136,7 +98,7 @@ def user(user_id: int):
                 row.active = values["active"]
         choices = _choices(session)
     if request.method == "POST" and not errors:
-        flash(_("已保存用户 %(name)s。", name=values["username"]), "success")
+        flash(flash_text(_("已保存用户 %(name)s。"), name=values["username"]), "success")
         return redirect(url_for("admin.user", user_id=user_id))
     return render_template("admin/user.html", user_id=user_id, values=values, errors=errors,
                            **choices), (422 if errors else 200)
@@ -154,61 +116,25 @@ def reset_password(user_id: int):
             abort(404)
         row.password_hash = hash_password(password)
         name = row.username
-    flash(_("已重置 %(name)s 的密码；该用户的现有会话已失效。", name=name), "success")
+    flash(flash_text(_("已重置 %(name)s 的密码；该用户的现有会话已失效。"), name=name), "success")
     return redirect(url_for("admin.user", user_id=user_id))
 
 
 # ---------------------------------------------------------------------- organisations
-def _organisation_form(session, form, current_id=None) -> tuple[dict, dict]:
-    errors: dict[str, list[str]] = {}
-    values = {
-        "kind": form.get("kind", ""), "name": form.get("name", "").strip()[:200],
-        "credit_code": form.get("credit_code", "").strip().upper(),
-        "division_code": form.get("division_code", "").strip(),
-        "industry_code": form.get("industry_code", "").strip()[:8] or None,
-        "is_central": form.get("is_central") == "on",
-        "legal_representative": form.get("legal_representative", "").strip()[:100] or None,
-        "address": form.get("address", "").strip()[:300] or None,
-        "contact": form.get("contact", "").strip()[:200] or None,
-        "filing_status": form.get("filing_status", "none"),
-        "filing_number": form.get("filing_number", "").strip()[:40] or None,
-    }
-    if values["kind"] not in ORG_KINDS:
-        errors["kind"] = [_("请选择单位类型。")]
-    if not values["name"]:
-        errors["name"] = [_("必填")]
-    problem = uscc_problem(values["credit_code"])
-    if problem is not None:
-        errors["credit_code"] = [problem.en if lang() == "en" else problem.zh]
-    else:
-        other = session.scalar(select(Organisation).where(Organisation.credit_code == values["credit_code"]))
-        if other is not None and other.id != current_id:
-            errors["credit_code"] = [_("该统一社会信用代码已登记：%(name)s", name=other.name)]
-    if session.get(Division, values["division_code"]) is None:
-        errors["division_code"] = [_("请选择所在地行政区划。")]
-    if values["filing_status"] not in FILING_STATUSES:
-        errors["filing_status"] = [_("未知的备案状态。")]
-    if values["kind"] == "enterprise":
-        values["filing_status"], values["filing_number"] = "none", None
-    elif values["filing_status"] == "filed" and not values["filing_number"]:
-        errors["filing_number"] = [_("已备案的机构须填写备案编号。")]
-    return values, errors
-
-
 @bp.route("/organisations", methods=["GET", "POST"])
 def organisations():
     engine = get_engine()
     values, errors = {"kind": "enterprise", "filing_status": "none"}, {}
     if request.method == "POST":
         with engine.db.transaction() as session:
-            values, errors = _organisation_form(session, request.form)
+            values, errors = organisation_form(session, request.form)
             if not errors:
                 org = Organisation(**values)
                 if org.filing_status == "filed":
                     org.filed_at = clock.now()
                 session.add(org)
         if not errors:
-            flash(_("已登记单位 %(name)s。", name=values["name"]), "success")
+            flash(flash_text(_("已登记单位 %(name)s。"), name=values["name"]), "success")
             return redirect(url_for("admin.organisations"))
     kind = request.args.get("kind")
     with engine.db.read() as session:
@@ -233,7 +159,7 @@ def organisation(org_id: int):
                                                "is_central", "legal_representative", "address", "contact",
                                                "filing_status", "filing_number")}
         if request.method == "POST":
-            values, errors = _organisation_form(session, request.form, current_id=org.id)
+            values, errors = organisation_form(session, request.form, current_id=org.id)
             if not errors:
                 if values["filing_status"] == "filed" and org.filing_status != "filed":
                     org.filed_at = clock.now()
@@ -241,7 +167,7 @@ def organisation(org_id: int):
                     setattr(org, key, value)
         divisions = list(session.scalars(select(Division).order_by(Division.code)))
     if request.method == "POST" and not errors:
-        flash(_("已保存单位 %(name)s。", name=values["name"]), "success")
+        flash(flash_text(_("已保存单位 %(name)s。"), name=values["name"]), "success")
         return redirect(url_for("admin.organisation", org_id=org_id))
     return render_template("admin/organisation.html", org_id=org_id, values=values, errors=errors,
                            divisions=divisions, statuses=FILING_STATUSES), (422 if errors else 200)
@@ -324,7 +250,8 @@ def retry(instance_id: int):
             return redirect(url_for("admin.incidents"))
     result = get_engine().retry(current_user.model, instance_id, patch)
     if result.status == "incident":
-        flash(_("实例 %(id)d 重试后仍然出错：%(error)s", id=instance_id, error=result.incident or ""), "error")
+        flash(flash_text(_("实例 %(id)d 重试后仍然出错：%(error)s"), id=instance_id,
+                         error=result.incident or ""), "error")
     else:
         flash(_("实例 %(id)d 已恢复运行。", id=instance_id), "success")
     return redirect(url_for("admin.incidents"))

@@ -8,7 +8,7 @@ from flask import (Blueprint, current_app, flash, redirect, render_template, req
                    url_for)
 from flask_babel import gettext as _
 from flask_login import current_user, login_user, logout_user
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, select
 
 from engine import clock
 from engine.accounts import find_user, verify_password
@@ -66,6 +66,9 @@ def login():
         ok = user is not None and verify_password(user, password)
         if not ok:
             db.add(LoginAttempt(username=username or "-", address=address, at=clock.now()))
+            # failures older than the window count for nothing: keep the table small
+            db.execute(delete(LoginAttempt).where(
+                LoginAttempt.at < clock.now() - timedelta(minutes=minutes)))
         else:
             # a success forgets this user's failures (the address keeps its own count)
             db.execute(delete(LoginAttempt).where(LoginAttempt.username == username))
@@ -75,9 +78,11 @@ def login():
     if not user.active:
         return render_template("login.html", next_url=next_url, username=username,
                                error=_("该账户已停用，请联系系统管理员。")), 403
+    # a new session on login; a language chosen on the login page wins over the saved one
+    chosen = session.get("lang") or user.language
     session.clear()
-    if user.language in current_app.config["LANGUAGES"]:
-        session["lang"] = user.language
+    if chosen in current_app.config["LANGUAGES"]:
+        session["lang"] = chosen
     login_user(LoginUser(user))
     session.permanent = True
     return redirect(safe_next(next_url, url_for("inbox.index")))

@@ -5,6 +5,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any, Optional
 
 from flask import Flask, g
+from markupsafe import Markup
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, select
@@ -24,7 +25,6 @@ KEY_LABELS = {
     "legal_representative": _l("法定代表人"),
     "address": _l("地址"),
     "division_code": _l("行政区划代码"),
-    "jurisdiction_code": _l("管辖区划代码"),
     "media": _l("公布媒体"),
     "disclosure_date": _l("公布日期"),
     "published_on": _l("公布日期"),
@@ -74,7 +74,7 @@ FILING_LABELS = {
 
 WEEKDAYS = (_l("星期一"), _l("星期二"), _l("星期三"), _l("星期四"), _l("星期五"), _l("星期六"), _l("星期日"))
 
-HIDDEN_KEYS = {"enterprise_id", "agency_id", "instance_id", "csrf_token"}
+HIDDEN_KEYS = {"enterprise_id", "agency_id", "instance_id", "csrf_token", "jurisdiction_code", "started_by"}
 
 
 def key_label(key: str) -> str:
@@ -93,6 +93,13 @@ def value_label(key: str, value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+def flash_text(message: str, **data) -> Markup:
+    """A translated message whose data values are marked as data (translate="no"), escaped."""
+    marked = {k: v if isinstance(v, (int, float)) else Markup('<span translate="no">{}</span>').format(v)
+              for k, v in data.items()}
+    return Markup(message) % marked
 
 
 def filing_label(status: str) -> str:

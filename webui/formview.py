@@ -135,13 +135,13 @@ class FormView:
                                         self.values.get(name), [name]))
         return out
 
-    def unplaced_messages(self) -> list[str]:
-        """Messages of paths no field shows (form-level rules), with their labels."""
-        texts = []
+    def summary(self) -> list[tuple[str, str]]:
+        """Every message with its label, and the id of the field it belongs to ('' if none shows it)."""
+        out = []
         for path, messages in self.messages.items():
-            if path not in self.used_paths:
-                texts.extend(m.text(self.lang) if hasattr(m, "text") else str(m) for m in messages)
-        return texts
+            anchor = "f-" + path.replace("/", "-") if path in self.used_paths else ""
+            out.extend((anchor, m.text(self.lang) if hasattr(m, "text") else str(m)) for m in messages)
+        return out
 
     def _scalar(self, html_name: str, path: str, pointer: str, schema: dict, required: bool,
                 value: Any, ui_path: list) -> Field:

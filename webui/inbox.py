@@ -9,7 +9,7 @@ from sqlalchemy import select
 from engine.models import HumanTask, Organisation
 
 from .access import get_engine
-from .display import process_name, process_names
+from .display import flash_text, process_name, process_names
 
 bp = Blueprint("inbox", __name__)
 
@@ -67,7 +67,7 @@ def start(process_id: str):
         return render_template("error.html", status=403, title=_("无权发起"),
                                explanation=_("您的角色不能发起此流程。"), detail=""), 403
     instance_id = engine.start(process_id, actor=user, data=start_data(user))
-    flash(_("已发起：%(name)s", name=process_name(process_id)), "success")
+    flash(flash_text(_("已发起：%(name)s"), name=process_name(process_id)), "success")
     with engine.db.read() as session:
         first = session.scalars(select(HumanTask).where(
             HumanTask.instance_id == instance_id, HumanTask.status == "open")).all()

@@ -41,7 +41,7 @@ def _page() -> int:
     return int(raw) if raw.isdigit() and int(raw) > 0 else 1
 
 
-@bp.route("/")
+@bp.route("/", strict_slashes=False)
 def index():
     with get_engine().db.read() as session:
         counts = dict(session.execute(select(Record.kind, func.count()).where(visible())
@@ -108,5 +108,5 @@ def record(record_id: int):
     if row is None:
         abort(404)
     slug = next((s for s, (kind, *_rest) in SECTIONS.items() if kind == row.kind), None)
-    return render_template("public/record.html", record=row, slug=slug,
+    return render_template("public/record.html", record=row, slug=slug, current_section=slug,
                            section=SECTIONS.get(slug) if slug else None, items=record_items(row.data))

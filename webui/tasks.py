@@ -14,6 +14,7 @@ from engine.models import HumanTask, Upload
 from . import files
 from .access import get_engine
 from .dataview import earlier_items
+from .display import flash_text
 from .formview import FormView
 from .i18n import lang
 
@@ -56,7 +57,7 @@ def render_task(view, values: dict, messages: dict | None = None):
         "task.html", view=view, task=view.task, form=view.form, fields=fields,
         form_title=view.form.title(language) if view.form else "",
         form_description=view.form.description(language) if view.form else "",
-        summary=form_view.unplaced_messages() if form_view else [],
+        summary=form_view.summary() if form_view else [],
         has_errors=bool(messages), ack_errors=ack_errors,
         multipart=any(getattr(f, "widget", "") == "file" for f in fields),
         instructions=render_instructions(view.instructions, view.data),
@@ -85,7 +86,7 @@ def complete(task_id: str):
         data = {"confirmed": request.form.get("confirmed", "")}
         g.rerender_invalid = lambda exc: render_task(view, {}, _messages(exc))
         engine.complete(user, task_id, data, lang=lang())
-        flash(_("已办理：%(title)s", title=view.task.title), "success")
+        flash(flash_text(_("已办理：%(title)s"), title=view.task.title), "success")
         return redirect(url_for("inbox.index"))
 
     data = view.form.coerce(request.form)
@@ -110,7 +111,7 @@ def complete(task_id: str):
     except Exception:
         files.discard(stored.ids)
         raise
-    flash(_("已提交：%(title)s", title=view.task.title), "success")
+    flash(flash_text(_("已提交：%(title)s"), title=view.task.title), "success")
     return redirect(url_for("inbox.index"))
 
 

@@ -2,7 +2,9 @@
 
 - `deploy(*process_ids)` deploys processes/<id>.bpmn (all of processes/ when none is named) on the
   test's `engine` (tests/conftest.py: a fresh SQLite database, nothing deployed).
-- `deployed_engine` is that engine with every file of processes/ deployed.
+- `engine_with(*process_ids)` gives a fresh engine with those processes already deployed, copied
+  from a template database built once per session (fast); a module overrides `engine` with it.
+- `deployed_engine` is the test's `engine` with every file of processes/ deployed.
 - `actors` creates demo-like organisations and users (two Urumqi districts, a Changji county, the
   prefecture and the region; enterprises, filed / applying / revoked audit agencies) and returns
   them as attributes, e.g. `actors.steel`, `actors.steel_user`, `actors.tianshan_epb`.
@@ -14,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 from unittest.mock import patch
@@ -21,9 +24,10 @@ from unittest.mock import patch
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import add_organisation, add_user
+# tests/engine does `from conftest import ROOT, SHANGHAI, add_organisation, add_user`, which resolves to
+# whichever conftest pytest imported last (possibly this one): keep those names importable from here.
+from tests.conftest import ROOT, SHANGHAI, add_organisation, add_user  # noqa: F401
 
-ROOT = Path(__file__).resolve().parents[2]
 PROCESSES = ROOT / "processes"
 
 TIANSHAN, SAYBAG, URUMQI, CHANGJI_CITY, REGION = "650102", "650103", "650100", "652301", "650000"
@@ -47,9 +51,64 @@ def deploy(engine):
     return _deploy
 
 
+@pytest.fixture(scope="session")
+def _templates(tmp_path_factory):
+    """Database files with the schema, reference data and some processes deployed, built once per
+    session and copied by each test (deploying validates every form: ~0.4 s a time)."""
+    from tests.conftest import make_engine
+    built: dict[tuple, Path] = {}
+
+    def template(process_ids: tuple) -> Path:
+        if process_ids not in built:
+            path = tmp_path_factory.mktemp("template") / "cleanaudit.sqlite"
+            engine = make_engine(f"sqlite:///{path}")
+            engine.deploy_paths([PROCESSES / f"{pid}.bpmn" for pid in process_ids]
+                                or sorted(PROCESSES.glob("*.bpmn")))
+            engine.db.dispose()
+            built[process_ids] = path
+        return built[process_ids]
+
+    return template
+
+
+@pytest.fixture(scope="session")
+def _form_store():
+    """One FormStore for the session: it caches each form by path and modification time, and the
+    first load of a form checks it against the JSON Schema meta-schema (~75 ms)."""
+    from engine.forms import FormStore
+    from tests.conftest import ROOT as PROJECT
+    return FormStore(PROJECT / "forms")
+
+
+@pytest.fixture
+def engine_with(tmp_path, _templates, _form_store):
+    """engine_with("mandatory_audit", "audit_stages"): a fresh engine (own SQLite file, divisions,
+    calendar) with those processes (all of processes/ when none named) already deployed. A test
+    module overrides the `engine` fixture with it: `def engine(engine_with): return engine_with(...)`."""
+    from engine.facade import Engine
+    from tests.conftest import ROOT as PROJECT
+    engines = []
+
+    def _engine_with(*process_ids: str):
+        template = _templates(tuple(process_ids))
+        target = tmp_path / f"cleanaudit-{len(engines)}.sqlite"
+        for suffix in ("", "-wal"):
+            if Path(f"{template}{suffix}").exists():
+                shutil.copyfile(f"{template}{suffix}", f"{target}{suffix}")
+        engine = Engine(f"sqlite:///{target}", processes_dir=PROCESSES, forms_dir=PROJECT / "forms")
+        engine.forms = _form_store
+        engines.append(engine)
+        return engine
+
+    yield _engine_with
+    for engine in engines:
+        engine.db.dispose()
+
+
 @pytest.fixture
 def deployed_engine(engine, deploy):
-    """The test's engine with every process of processes/ deployed."""
+    """The test's `engine` with every process of processes/ deployed (the same engine that `actors`
+    and `scene` use; for speed a module can instead override `engine` with `engine_with()`)."""
     deploy()
     return engine
 

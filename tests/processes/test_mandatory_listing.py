@@ -13,7 +13,7 @@ from tests.conftest import add_organisation, add_user
 
 ROOT = Path(__file__).resolve().parents[2]
 LISTING = ROOT / "processes" / "mandatory_listing.bpmn"
-MANDATORY_AUDIT = ROOT / "processes" / "mandatory_audit.bpmn"
+MANDATORY_AUDIT = [ROOT / "processes" / "mandatory_audit.bpmn", ROOT / "processes" / "audit_stages.bpmn"]
 COUNTY, PREFECTURE, OTHER_COUNTY = "650102", "650100", "650103"   # Tianshan, Urumqi, Saybag
 
 # A stand-in for the receiving side of the enterprise_listed contract: a message start event, then
@@ -170,6 +170,12 @@ def world(engine, clock, monkeypatch):
 
 
 @pytest.fixture
+def mandatory_audit(engine, engine_workarounds):
+    """The colleague's receiving process (tests/processes/conftest.py supplies engine_workarounds)."""
+    engine.deploy_paths(MANDATORY_AUDIT)
+
+
+@pytest.fixture
 def receiver(engine, tmp_path):
     path = tmp_path / "listing_receiver.bpmn"
     path.write_text(RECEIVER_BPMN, encoding="utf-8")
@@ -316,8 +322,6 @@ def test_art9_each_listed_enterprise_gets_written_notice_copied_to_drc_and_etc(w
 
 
 def test_art9_publication_throws_one_enterprise_listed_message_per_enterprise(world):
-    if MANDATORY_AUDIT.exists():
-        pytest.skip("mandatory_audit is deployed elsewhere in this suite; see the routing tests")
     world.publish_exceeding([world.exceeding_entry(world.steel), world.exceeding_entry(world.chem)])
     messages = world.undelivered()   # nothing deployed here catches them: kept, never dropped
     assert [m.payload for m in messages] == [
@@ -348,6 +352,25 @@ def test_both_grounds_enterprise_is_routed_to_its_one_waiting_instance(world, re
     assert by_enterprise[world.steel].status == "running"
     second = world.engine.instance_data(by_enterprise[world.chem].id)["second_listing"]
     assert second["grounds"] == ["hazardous"] and second["batch"] == "2025-2"
+
+
+def test_art9_publication_starts_one_mandatory_audit_per_enterprise(world, mandatory_audit):
+    world.publish_exceeding([world.exceeding_entry(world.steel), world.exceeding_entry(world.chem)])
+    audits = world.instances("mandatory_audit")
+    assert sorted(a.enterprise_id for a in audits) == [world.steel, world.chem]
+    assert all(a.status == "running" for a in audits), [world.status(a.id) for a in audits]
+    assert world.undelivered() == []
+
+
+def test_both_grounds_enterprise_gets_one_audit(world, mandatory_audit):
+    world.publish_exceeding([world.exceeding_entry(world.steel), world.exceeding_entry(world.chem)])
+    world.publish_hazardous([world.hazardous_entry(world.chem)])
+    audits = world.instances("mandatory_audit")
+    assert sorted(a.enterprise_id for a in audits) == [world.steel, world.chem]
+    chem_audit = next(a for a in audits if a.enterprise_id == world.chem)
+    received = [e for e in world.engine.history(chem_audit.id) if e.kind == "message_received"]
+    assert [e.data["payload"]["grounds"] for e in received] == [["exceeding"], ["hazardous"]]
+    assert world.undelivered() == []
 
 
 def test_art9_a_user_of_another_county_cannot_act_on_the_proposal(world):

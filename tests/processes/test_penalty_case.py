@@ -358,6 +358,7 @@ def test_art29_agency_misconduct_names_the_agency_publicly(case):
     assert named.public
     assert named.data["agency_id"] == case.agency and named.data["agency_name"] == "新疆某清洁生产咨询有限公司"
     assert named.data["article"] == "Art. 29"
+    assert "enterprise_name" not in named.data   # its client's business stays confidential (Art. 20)
     assert case.data(instance_id)["revoke_filing"] is True
     assert case.records("agency_penalty_decision")[-1].data["revoke_filing"] is True
     assert case.open_tasks(instance_id) == ["report_correction_agency"]
@@ -410,6 +411,25 @@ def test_an_epb_official_opens_a_case_by_hand_through_send_message(case):
                                            actor=case.county_epb.username)
     assert instance_id is not None
     assert case.open_tasks(instance_id) == ["investigate_local_epb"]
+
+
+def test_art28_missed_disclosure_in_a_mandatory_audit_opens_a_case_of_the_local_epb(case):
+    case.engine.deploy_paths([ROOT / "processes" / "mandatory_audit.bpmn", ROOT / "processes" / "audit_stages.bpmn"])
+    case.engine.send_message("enterprise_listed", {
+        "enterprise_id": case.steel, "enterprise_name": "天山钢铁有限公司", "jurisdiction_code": COUNTY,
+        "grounds": ["exceeding"], "published_on": "2025-03-03", "batch": "2025-1", "is_central": False},
+        {"MainCorrelationKey": {"enterprise_id": case.steel}})
+    assert case.latest() is None
+    case.clock.set(datetime(2025, 4, 4, 9, 0, tzinfo=SHANGHAI))   # Art. 10: one month after publication
+    case.engine.tick()
+
+    instance_id = case.latest()
+    assert instance_id is not None, "mandatory_audit opened no penalty case"
+    data = case.data(instance_id)
+    assert (data["conduct"], data["authority"], data["suggested_article"]) == \
+        ("disclosure_missed", "local_epb", "cppl2012_art36")
+    assert case.open_tasks(instance_id) == ["investigate_local_epb"]
+    assert case.task(case.county_epb, "investigate_local_epb").enterprise_name == "天山钢铁有限公司"
 
 
 def test_every_form_title_has_an_english_text():

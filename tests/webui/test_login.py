@@ -1,8 +1,6 @@
 """Login: hashed passwords, throttling, cookie flags, disabled accounts, sessions ended by a reset."""
 from __future__ import annotations
 
-from datetime import timedelta
-
 from webhelpers import login, make_app
 
 

@@ -1,8 +1,6 @@
 """Public disclosure (no login): only what the Measures publish, never anything confidential."""
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from fixture_site import add_public_records

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from webhelpers import csrf_token, login
+from webhelpers import csrf_token
 
 
 def _open(site, username, bpmn_id=None):

@@ -1,0 +1,53 @@
+"""What the acceptance scenario of issue 6 needs to know about the site it runs against.
+
+The fixture scenario drives tests/webui/data (process `web_fixture`). The demo scenario drives
+`cleanaudit init --demo`: fill in `DEMO` once engine/demo.py and the real emission disclosure
+process exist (their ids and the review form's field names), then run the browser tests with
+CLEANAUDIT_BROWSER_SITE=demo.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+@dataclass
+class Scenario:
+    name: str
+    enterprise: str = "ent-a"
+    epb: str = "epb-650102"
+    enterprise_name: str = "乌鲁木齐甲化工有限公司"
+    disclosure_task: str = "publish_emissions"          # BPMN id of the enterprise's task
+    review_task: str = "verify_emissions"               # BPMN id of the EPB's review
+    decision_field: str = "decision"
+    return_value: str = "return"
+    accept_value: str = "accept"
+    reason_field: str = "return_reason"
+    public_path: str = "/public/emissions"
+    # values typed into the disclosure form when the page has such a field
+    scalars: dict = field(default_factory=dict)
+    rows_field: str = "pollutants"
+    rows: list = field(default_factory=list)
+    prepare: Callable = lambda site: None
+
+
+POLLUTANT_ROWS = [
+    {"name": "化学需氧量", "medium": "water", "discharge_mode": "间接排放", "concentration": "85.5",
+     "unit": "mg/L", "annual_total_t": "12.4", "exceeds": False},
+    {"name": "二氧化硫", "medium": "air", "discharge_mode": "有组织连续排放", "concentration": "320",
+     "unit": "mg/m³", "annual_total_t": "48", "exceeds": True},
+]
+
+DISCLOSURE_SCALARS = {
+    "enterprise_name": "乌鲁木齐甲化工有限公司", "legal_representative": "王建国",
+    "address": "乌鲁木齐市天山区解放南路1号", "media": "新疆日报", "disclosure_date": "2025-03-10",
+    # fields of the real form (tests/data/forms/demo_process/emission_disclosure) if present
+    "division_code": "650102", "reporting_year": "2024",
+}
+
+FIXTURE = Scenario(name="fixture", scalars=DISCLOSURE_SCALARS, rows=POLLUTANT_ROWS,
+                   prepare=lambda site: site.start_disclosure("ent-a"))
+
+# The demo has ent-a's emission disclosure open already (issue 6, "Demo").
+DEMO = Scenario(name="demo", scalars=DISCLOSURE_SCALARS, rows=POLLUTANT_ROWS,
+                disclosure_task="publish_emissions", review_task="verify_emissions")

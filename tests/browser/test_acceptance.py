@@ -1,0 +1,183 @@
+"""Issue 6 acceptance in a real browser: ent-a publishes its emissions with two pollutant rows
+(Art. 10), epb-650102 returns them with a reason, ent-a resubmits, the EPB accepts, the public page
+shows the disclosure; then the language switch."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+
+def fill_disclosure(page, scenario, rows=None):
+    """Type the scalars the form has, then the pollutant rows (adding rows with the JS button)."""
+    for name, value in scenario.scalars.items():
+        locator = page.locator(f"[name={name}]")
+        if locator.count() == 0:
+            continue
+        tag = locator.first.evaluate("el => el.tagName.toLowerCase()")
+        if tag == "select":
+            locator.first.select_option(value)
+        else:
+            locator.first.fill(value)
+    rows = scenario.rows if rows is None else rows
+    body = page.locator(f'tbody[data-rows="{scenario.rows_field}"]')
+    for index, row in enumerate(rows):
+        if body.locator("tr[data-index]").count() <= index:
+            page.click(f'[data-add-row="{scenario.rows_field}"]')
+        tr = body.locator("tr[data-index]").nth(index)
+        for column, value in row.items():
+            cell = tr.locator(f'[name$="-{column}"]')
+            if cell.count() == 0:
+                continue
+            if isinstance(value, bool):
+                cell.set_checked(value)
+            elif cell.evaluate("el => el.tagName.toLowerCase()") == "select":
+                cell.select_option(value)
+            else:
+                cell.fill(value)
+
+
+def open_task(page, live, title_part=None):
+    """Open the first task of the inbox (or the one whose row mentions title_part)."""
+    page.goto(live.path("/"))
+    links = page.locator("a.task-link")
+    assert links.count() > 0, "the inbox is empty"
+    if title_part:
+        links = page.locator("tr", has_text=title_part).locator("a.task-link")
+    links.first.click()
+    page.wait_for_url(re.compile(r".*/tasks/[0-9a-f-]+$"))
+
+
+def test_emission_disclosure_returned_resubmitted_and_published(live, actor, shot):
+    scenario = live.scenario
+    anonymous = actor(None)
+    anonymous.goto(live.path("/"))
+    assert anonymous.url.startswith(live.path("/login"))
+    shot(anonymous, "01-login-zh")
+
+    # ent-a: the inbox shows the open disclosure with its article and due date
+    ent = actor(scenario.enterprise)
+    assert ent.locator("#inbox-count").inner_text().strip() != "0"
+    assert ent.locator("text=第十条").count() > 0
+    shot(ent, "02-inbox-ent-a-zh")
+    open_task(ent, live)
+    assert ent.locator("h1").inner_text().strip() != ""
+
+    # an invalid submission first: 422, messages next to the fields, nothing saved
+    fill_disclosure(ent, scenario)
+    ent.fill("[name=media]", "")
+    ent.fill(f"[name={scenario.rows_field}-1-concentration]", "很高")
+    ent.click("#submit-task")
+    assert ent.locator(".error-summary").is_visible()
+    assert ent.locator("#e-media").inner_text() == "必填"
+    assert "应为数字" in ent.locator(f"#e-{scenario.rows_field}-1-concentration").inner_text()
+    shot(ent, "03-disclosure-invalid-zh")
+
+    fill_disclosure(ent, scenario)
+    assert ent.locator(f'tbody[data-rows="{scenario.rows_field}"] tr[data-index]').count() == 2
+    shot(ent, "04-disclosure-filled-zh")
+    ent.click("#submit-task")
+    ent.wait_for_url(live.path("/"))
+    assert ent.locator(".flash-success").count() == 1
+
+    # epb-650102 sees the two rows and returns the disclosure with a reason
+    epb = actor(scenario.epb)
+    open_task(epb, live)
+    earlier = epb.locator(".earlier")
+    assert earlier.locator("text=二氧化硫").count() == 1 and earlier.locator("text=化学需氧量").count() == 1
+    shot(epb, "05-review-epb-zh")
+    epb.check(f"[name={scenario.decision_field}][value={scenario.return_value}]")
+    epb.click("#submit-task")
+    assert "必填" in epb.locator(f"#e-{scenario.reason_field}").inner_text()   # a return needs a reason
+    epb.check(f"[name={scenario.decision_field}][value={scenario.return_value}]")
+    epb.fill(f"[name={scenario.reason_field}]", "二氧化硫排放浓度与在线监测数据不符，请核实后重新公布。")
+    epb.click("#submit-task")
+    epb.wait_for_url(live.path("/"))
+
+    # ent-a sees the reason and resubmits with the corrected value
+    ent.goto(live.path("/"))
+    open_task(ent, live)
+    assert ent.locator(".instructions", has_text="二氧化硫排放浓度与在线监测数据不符").count() == 1
+    assert ent.locator(f"[name={scenario.rows_field}-1-name]").input_value() == "二氧化硫"
+    shot(ent, "06-returned-with-reason-zh")
+    ent.fill(f"[name={scenario.rows_field}-1-concentration]", "180")
+    ent.click("#submit-task")
+    ent.wait_for_url(live.path("/"))
+
+    # the EPB accepts; the disclosure is public
+    open_task(epb, live)
+    epb.check(f"[name={scenario.decision_field}][value={scenario.accept_value}]")
+    epb.click("#submit-task")
+    epb.wait_for_url(live.path("/"))
+
+    public = actor(None)
+    public.goto(live.path(scenario.public_path))
+    public.locator("a", has_text=scenario.enterprise_name).first.click()
+    assert public.locator("text=180").count() >= 1 and public.locator("text=二氧化硫").count() >= 1
+    assert public.locator("text=新疆日报").count() >= 1
+    shot(public, "07-public-disclosure-zh")
+
+    # the acknowledgement task: a required confirmation box
+    open_task(ent, live)
+    ent.check("[name=confirmed]")
+    shot(ent, "08-acknowledge-zh")
+    ent.click("#submit-task")
+    ent.wait_for_url(live.path("/"))
+
+
+def test_language_switch(live, actor, shot):
+    page = actor(live.scenario.enterprise)
+    assert page.locator("html").get_attribute("lang") == "zh-CN"
+    page.click("button[name=lang][value=en]")
+    page.wait_for_url(live.path("/"))
+    assert page.locator("html").get_attribute("lang") == "en"
+    assert page.locator("nav.nav").inner_text().startswith("Inbox")
+    assert page.locator("text=Art. 10").count() > 0
+    shot(page, "10-inbox-en")
+    open_task(page, live)
+    assert page.locator("h2", has_text="Publish main pollutant emissions").count() == 1
+    page.click("#submit-task")                     # empty form: English messages
+    assert page.locator(".error-summary").is_visible()
+    assert "required" in page.locator("#e-legal_representative").inner_text()
+    shot(page, "11-task-invalid-en")
+    page.goto(live.path("/public/"))
+    shot(page, "12-public-en")
+    page.click("button[name=lang][value=zh_CN]")
+    assert page.locator("html").get_attribute("lang") == "zh-CN"
+    assert page.locator("h1").inner_text().startswith("清洁生产审核信息公开")
+
+
+def test_administration_pages(live, actor, shot):
+    live.site.engine.start("web_incident", actor="tests", data={"divisor": 0})
+    live.site.engine.send_message("agency_filed", {"agency_id": 3}, {"agency_id": 3})
+    admin = actor("admin", locale="en")
+    admin.click("button[name=lang][value=en]")
+    for path, name in (("/admin/", "20-admin-overview-en"), ("/admin/users", "21-admin-users-en"),
+                       ("/admin/organisations", "22-admin-organisations-en"),
+                       ("/admin/calendar?year=2025", "23-admin-calendar-en"),
+                       ("/admin/incidents", "24-admin-incidents-en"), ("/admin/messages", "25-admin-messages-en")):
+        response = admin.goto(live.path(path))
+        assert response.status == 200, path
+        shot(admin, name)
+    admin.goto(live.path("/admin/incidents"))
+    admin.fill("textarea[name=data_patch]", '{"divisor": 5}')
+    admin.click("form[action$='/retry'] button[type=submit]")
+    assert admin.locator(".flash-success").count() == 1
+    assert admin.locator("text=No incidents.").count() == 1
+
+
+def test_add_and_remove_rows_with_javascript(live, actor):
+    page = actor(live.scenario.enterprise)
+    open_task(page, live)
+    body = page.locator(f'tbody[data-rows="{live.scenario.rows_field}"]')
+    assert body.locator("tr[data-index]").count() == 1
+    page.click(f'[data-add-row="{live.scenario.rows_field}"]')
+    page.click(f'[data-add-row="{live.scenario.rows_field}"]')
+    assert body.locator("tr[data-index]").count() == 3
+    assert [t.strip() for t in body.locator("td.rownum").all_inner_texts()] == ["1", "2", "3"]
+    body.locator("tr[data-index]").nth(1).locator("[data-remove-row]").click()
+    assert body.locator("tr[data-index]").count() == 2
+    assert body.locator("tr[data-index]").nth(1).get_attribute("data-index") == "2"
+    assert page.url.endswith(page.url.split("/")[-1])      # no page load happened

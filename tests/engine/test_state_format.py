@@ -1,0 +1,165 @@
+"""The stored state: engine.runtime's lean converters read and write exactly SpiffWorkflow's format.
+
+engine/runtime.py serialises task trees with its own converters (for speed). These tests run real
+processes and check, at every save and every load, that the result equals what SpiffWorkflow's own
+converters produce and restore.
+"""
+from __future__ import annotations
+
+import json
+import zlib
+from datetime import datetime
+from uuid import UUID
+
+import pytest
+
+from conftest import ROOT, SHANGHAI, add_organisation, add_user, make_engine
+
+FIXTURES = ROOT / "tests" / "data" / "engine" / "processes"
+
+
+def _reference_serializer():
+    """SpiffWorkflow's stock converters, with the spec left out as engine.runtime does."""
+    from SpiffWorkflow.bpmn import BpmnWorkflow
+    from SpiffWorkflow.bpmn.serializer import BpmnWorkflowSerializer
+    from SpiffWorkflow.bpmn.serializer.default.workflow import BpmnWorkflowConverter, WorkflowConverter
+    from SpiffWorkflow.spiff.serializer.config import SPIFF_CONFIG
+
+    class Reference(BpmnWorkflowConverter):
+        def to_dict(self, workflow):
+            dct = WorkflowConverter.to_dict(self, workflow)
+            dct["subprocesses"] = self.mapping_to_dict(workflow.subprocesses)
+            dct["bpmn_events"] = self.registry.convert(workflow.bpmn_events)
+            return dct
+
+        def from_dict(self, dct):
+            spec = dct.pop("spec")
+            workflow = self.target_class(spec, dct.pop("subprocess_specs", {}), deserializing=True)
+            workflow.tasks = self.mapping_from_dict(dct["tasks"], UUID, workflow=workflow)
+            workflow.task_tree = workflow.tasks.get(UUID(dct["root"]))
+            self.set_default_attributes(workflow, dct)
+            self.subprocesses_from_dict(dct["subprocesses"], workflow)
+            workflow.bpmn_events = self.registry.restore(dct.pop("bpmn_events", []))
+            return workflow
+
+    config = dict(SPIFF_CONFIG)
+    config[BpmnWorkflow] = Reference
+    return BpmnWorkflowSerializer(BpmnWorkflowSerializer.configure(config))
+
+
+REFERENCE = _reference_serializer()
+
+
+def reference_dump(workflow) -> dict:
+    from SpiffWorkflow.bpmn import BpmnWorkflow  # noqa: F401
+    REFERENCE.registry._encoder_mode = True
+    try:
+        text = json.dumps(REFERENCE.to_dict(workflow), cls=REFERENCE._encoder_cls, separators=(",", ":"))
+    finally:
+        REFERENCE.registry._encoder_mode = False
+    return json.loads(text)
+
+
+def reference_load(state: bytes, spec, subprocess_specs):
+    from SpiffWorkflow.bpmn import BpmnWorkflow
+    dct = json.loads(zlib.decompress(state).decode("utf-8"))
+    dct["spec"], dct["subprocess_specs"] = spec, subprocess_specs
+    return REFERENCE.registry.convert_from_dict[REFERENCE.registry.typenames[BpmnWorkflow]](dct)
+
+
+@pytest.fixture
+def checked(monkeypatch):
+    """Every dump and load of the engine is compared with SpiffWorkflow's own converters."""
+    from engine import runtime
+    counts = {"dumps": 0, "loads": 0}
+    original_dump, original_load = runtime.dump_state, runtime.load_state
+
+    def dump_state(workflow):
+        state = original_dump(workflow)
+        assert json.loads(zlib.decompress(state)) == reference_dump(workflow)
+        counts["dumps"] += 1
+        return state
+
+    def load_state(state, spec, subprocess_specs, script_engine):
+        workflow = original_load(state, spec, subprocess_specs, script_engine)
+        expected = reference_load(state, spec, subprocess_specs)
+        assert reference_dump(workflow) == reference_dump(expected)
+        assert [str(t) for t in runtime.live_tasks(workflow)] == [str(t) for t in runtime.live_tasks(expected)]
+        counts["loads"] += 1
+        return workflow
+
+    monkeypatch.setattr(runtime, "dump_state", dump_state)
+    monkeypatch.setattr(runtime, "load_state", load_state)
+    return counts
+
+
+def test_fixture_processes_save_and_load_exactly_as_spiffworkflow_does(tmp_path, checked, clock):
+    engine = make_engine(f"sqlite:///{tmp_path / 'state.sqlite'}", FIXTURES,
+                         ROOT / "tests" / "data" / "engine" / "forms")
+    engine.deploy_paths(sorted(FIXTURES.glob("*.bpmn")), deployed_by="test")
+    org = add_organisation(engine, kind="enterprise", name="天山化工有限公司", credit_code="91350100M000100Y43",
+                           division_code="650102")
+    enterprise = add_user(engine, "ent", ["enterprise"], organisation_id=org)
+    epb = add_user(engine, "epb", ["local_epb"], jurisdiction_code="650102")
+    data = {"enterprise_id": org, "enterprise_name": "天山化工有限公司", "jurisdiction_code": "650102",
+            "published_on": "2025-01-31"}
+    approval = engine.start("approval", actor="x", data=data)
+    engine.complete(enterprise, engine.inbox(enterprise).rows[0].id, {"figure": 2.5, "note": "月均值 ✓"})
+    engine.complete(epb, engine.inbox(epb).rows[0].id, {"confirmed": True})
+    assert engine.instance(approval).status == "completed"
+    engine.start("loop", actor="x", data={"counter": 0, "rounds": 30})
+    deadline = engine.start("deadline", actor="x", data=data)
+    engine.tick(datetime(2025, 3, 1, 0, 0, 1, tzinfo=SHANGHAI))
+    assert [r.bpmn_id for r in engine.inbox(epb).rows] == ["note_lateness"]
+    engine.instance_data(deadline)
+    assert checked["dumps"] >= 5 and checked["loads"] >= 3
+    engine.db.dispose()
+
+
+def test_the_mandatory_audit_saves_and_loads_exactly_as_spiffworkflow_does(checked):
+    """The real process (when deployed) through every task, via the benchmark's driver."""
+    from engine import bench
+    if not (ROOT / "processes" / "mandatory_audit.bpmn").exists():
+        pytest.skip("processes/mandatory_audit.bpmn does not exist yet")
+    runner = bench.Bench(bench.resolve_sizes(True, {}), out=open("/dev/null", "w"))
+    import tempfile
+    from pathlib import Path
+    tmp = Path(tempfile.mkdtemp(prefix="cleanaudit-state-"))
+    try:
+        runner.setup(tmp)
+        if runner.scenario.process_id != "mandatory_audit":
+            pytest.skip(f"mandatory_audit is not deployable: {runner.scenario.note}")
+        instance_id = runner.scenario.start(runner.engine, 0)
+        assert runner.run_instance(instance_id, runner._engine_complete) > 5
+        assert checked["loads"] > 5
+    finally:
+        from engine import clock
+        clock.reset()
+        runner.engine.db.dispose()
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_a_state_with_typed_values_restores_them(tmp_path, clock):
+    """Datetimes in task data (which SpiffWorkflow stores with a typename) survive save and load."""
+    from engine import runtime
+    engine = make_engine(f"sqlite:///{tmp_path / 'typed.sqlite'}", FIXTURES,
+                         ROOT / "tests" / "data" / "engine" / "forms")
+    engine.deploy_paths([FIXTURES / "approval.bpmn"], deployed_by="test")
+    org = add_organisation(engine, kind="enterprise", name="甲", credit_code="91350100M000100Y43",
+                           division_code="650102")
+    instance_id = engine.start("approval", actor="x", data={
+        "enterprise_id": org, "jurisdiction_code": "650102", "published_on": "2025-01-31"})
+    with engine.db.read() as session:
+        loaded = engine._load(session, instance_id, lock=False)
+        task = runtime.ready_user_tasks(loaded.workflow)[0]
+        when = datetime(2025, 3, 1, 8, 0, tzinfo=SHANGHAI)
+        task.data["seen_at"] = when
+        state = runtime.dump_state(loaded.workflow)
+        spec_bundle = engine._specs(session, loaded.row.version_id)
+        subs = engine._subprocess_specs(session, loaded.row.version_id, loaded.row.called_versions or {})
+        again = runtime.load_state(state, spec_bundle[1], subs, engine.script_engine(session))
+        restored = again.get_task_from_id(task.id)
+        assert restored.data["seen_at"] == when and isinstance(restored.data["seen_at"], datetime)
+        assert reference_dump(again) == reference_dump(reference_load(state, spec_bundle[1], subs))
+    engine.db.dispose()
