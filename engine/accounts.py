@@ -37,6 +37,11 @@ def seed_divisions(session: Session) -> int:
                 session.add(Division(code=row["code"], parent=row["parent"] or None, level=row["level"],
                                      name_zh=row["name_zh"], name_en=row["name_en"]))
                 count += 1
+    # The national agencies (Art. 16 copies for central enterprises) act for the whole country.
+    if session.get(Division, "000000") is None:
+        session.add(Division(code="000000", parent=None, level="national", name_zh="国家（中央）",
+                             name_en="National (central government)"))
+        count += 1
     session.flush()
     return count
 

@@ -97,6 +97,11 @@ def _round(value, digits=3):
     return round(value, digits) if isinstance(value, float) else value
 
 
+def history_plain(data):
+    from .history import plain
+    return plain(data)
+
+
 def _uscc(division: str, serial: int) -> str:
     from .forms import uscc_check_character
     first17 = "91" + division + f"{serial:09d}"
@@ -262,9 +267,16 @@ def _form_scalar(value) -> str:
 
 
 # ---------------------------------------------------------------------- scenarios (the process measured)
+ENTERPRISE_NAME = "天山清洁化工有限公司"
+
+
 @dataclass
 class Scenario:
-    """The process measured and how to start it; everything else follows its forms."""
+    """The process measured and how to start it; everything else follows its forms.
+
+    Every instance gets an enterprise of its own: a second listing of the same enterprise would
+    reach the open audit (the relisting event sub-process) instead of starting a new one.
+    """
 
     name: str
     process_id: str
@@ -272,58 +284,75 @@ class Scenario:
     forms_dir: Path
     note: str = ""
     ctx: dict = field(default_factory=dict)
+    enterprises: dict = field(default_factory=dict)   # index -> {"id", "code", "name"}
+    instances: dict = field(default_factory=dict)     # instance id -> index
 
     def setup(self, engine) -> None:
-        """Organisations of the scenario (an enterprise, a filed audit agency)."""
+        """The filed audit agency every enterprise commissions."""
         from .models import Organisation
+        self.engine = engine
         with engine.db.transaction() as session:
-            enterprise = Organisation(kind="enterprise", name="天山清洁化工有限公司", credit_code=_uscc("650102", 1),
-                                      division_code="650102", industry_code="2614", is_central=False,
-                                      legal_representative="王伟", address="乌鲁木齐市天山区解放南路1号")
             agency = Organisation(kind="agency", name="新疆清洁生产咨询有限公司", credit_code=_uscc("650104", 2),
                                   division_code="650104", filing_status="filed", filing_number="XJ-QS-2024-001",
                                   filed_at=START_TIME, legal_representative="李娜", address="乌鲁木齐市新市区")
-            session.add_all([enterprise, agency])
+            session.add(agency)
             session.flush()
-            self.ctx.update(enterprise_id=enterprise.id, agency_id=agency.id,
-                            enterprise_code=enterprise.credit_code)
+            self.ctx.update(agency_id=agency.id, agency_code=agency.credit_code)
 
-    def hints(self) -> dict:
-        ctx = self.ctx
-        return {"agency_id": ctx["agency_id"], "enterprise_id": ctx["enterprise_id"],
-                "uscc": ctx["enterprise_code"], "credit_code": ctx["enterprise_code"],
+    def enterprise(self, index: int) -> dict:
+        found = self.enterprises.get(index)
+        if found is None:
+            from .models import Organisation
+            code = _uscc("650102", 1000 + index)
+            name = f"{ENTERPRISE_NAME}（{index + 1}）"
+            with self.engine.db.transaction() as session:
+                org = Organisation(kind="enterprise", name=name, credit_code=code, division_code="650102",
+                                   industry_code="2614", is_central=False, legal_representative="王伟",
+                                   address="乌鲁木齐市天山区解放南路1号")
+                session.add(org)
+                session.flush()
+                found = self.enterprises[index] = {"id": org.id, "code": code, "name": name}
+        return found
+
+    def hints(self, index: int) -> dict:
+        enterprise = self.enterprise(index)
+        return {"agency_id": self.ctx["agency_id"], "enterprise_id": enterprise["id"],
+                "uscc": enterprise["code"], "credit_code": enterprise["code"],
                 "division_code": "650102", "jurisdiction_code": "650102",
-                "enterprise_name": "天山清洁化工有限公司", "expert": "bench-expert"}
+                "enterprise_name": enterprise["name"], "expert": "bench-expert"}
 
     def start_data(self, index: int) -> dict:
-        ctx = self.ctx
-        if self.process_id == "mandatory_audit":
-            return {"enterprise_id": ctx["enterprise_id"], "enterprise_name": "天山清洁化工有限公司",
-                    "jurisdiction_code": "650102", "grounds": "exceeding_standards",
-                    "published_on": "2025-03-03", "batch": f"2025-{index // 1000 + 1}",
-                    "is_central": False}
-        return {"enterprise_id": ctx["enterprise_id"], "enterprise_name": "天山清洁化工有限公司",
+        enterprise = self.enterprise(index)
+        data = {"enterprise_id": enterprise["id"], "enterprise_name": enterprise["name"],
                 "jurisdiction_code": "650102", "published_on": "2025-03-03"}
+        if self.process_id == "mandatory_audit":
+            data.update(grounds=["exceeding"], batch="2025-1", is_central=False)
+        return data
 
     def start(self, engine, index: int) -> int:
         data = self.start_data(index)
         if self.process_id == "mandatory_audit":
-            instance_id = engine.send_message("enterprise_listed", data)
+            # as mandatory_listing throws it: correlation property enterprise_id
+            instance_id = engine.send_message("enterprise_listed", data,
+                                              {"MainCorrelationKey": {"enterprise_id": data["enterprise_id"]}})
             if instance_id is None:
                 raise RuntimeError("bench: no process took the message enterprise_listed")
-            return instance_id
-        return engine.start(self.process_id, actor="bench", data=data)
+        else:
+            instance_id = engine.start(self.process_id, actor="bench", data=data)
+        self.instances[instance_id] = index
+        return instance_id
 
-    def start_in_memory(self, engine, session, make_workflow) -> Any:
+    def start_in_memory(self, make_workflow, index: int = 0) -> Any:
         """The same start without the database, for the engine floor."""
-        data = self.start_data(0)
+        data = self.start_data(index)
         workflow = make_workflow(data)
         if self.process_id == "mandatory_audit":
             from SpiffWorkflow.bpmn import BpmnEvent
             from SpiffWorkflow.spiff.specs.event_definitions import MessageEventDefinition as SpiffMessage
             from . import runtime
             runtime.do_engine_steps(workflow)
-            workflow.send_event(BpmnEvent(SpiffMessage("enterprise_listed"), payload=data, correlations={}))
+            workflow.send_event(BpmnEvent(SpiffMessage("enterprise_listed"), payload=data, correlations={
+                "MainCorrelationKey": {"enterprise_id": data["enterprise_id"]}}))
         return workflow
 
 
@@ -362,6 +391,11 @@ class Bench:
         self._users: dict[tuple[str, str], Any] = {}
         self._data_cache: dict[tuple[str, str], dict] = {}
 
+    def start_instance(self) -> int:
+        """A new instance of the measured process, for an enterprise of its own."""
+        self._started = getattr(self, "_started", 0) + 1
+        return self.scenario.start(self.engine, self._started)
+
     def log(self, text: str) -> None:
         print(text, file=self.out, flush=True)
 
@@ -382,7 +416,8 @@ class Bench:
         self.engine.invalidate_calendar()
         self.engine.deploy_paths(self.scenario.processes, deployed_by="bench")
         self.scenario.setup(self.engine)
-        self.generator = FormDataGenerator(self.scenario.hints())
+        from .accounts import hash_password
+        self._password_hash = hash_password(PASSWORD)  # once: every bench user shares it
         self.user_for("expert", "u:bench-expert")
 
     def user_for(self, lane: str, scope: str):
@@ -391,7 +426,7 @@ class Bench:
         user = self._users.get(key)
         if user is not None:
             return user
-        from .accounts import create_user
+        from .models import User
         kind, _, value = scope.partition(":")
         kwargs: dict = {}
         if kind == "j":
@@ -403,25 +438,28 @@ class Bench:
         else:
             username = value
         with self.engine.db.transaction() as session:
-            from .models import User
             existing = session.scalar(select(User).where(User.username == username))
             if existing is not None:
                 if lane not in (existing.roles or []):
                     existing.roles = list(existing.roles or []) + [lane]
                 user = existing
             else:
-                user = create_user(session, username, PASSWORD, [lane], **kwargs)
+                user = User(username=username, display_name=username, password_hash=self._password_hash,
+                            roles=[lane], active=True, **kwargs)
+                session.add(user)
+                session.flush()
         self._users[key] = user
         return user
 
     def task_data(self, row) -> dict:
         if not row.form:
             return {"confirmed": True}
-        key = (row.form_process_id, row.form)
+        index = self.scenario.instances.get(row.instance_id, 0)
+        key = (row.form_process_id, row.form, index)
         data = self._data_cache.get(key)
         if data is None:
             form = self.engine.forms.load(row.form_process_id, row.form)
-            data = self._data_cache[key] = self.generator.generate(form)
+            data = self._data_cache[key] = FormDataGenerator(self.scenario.hints(index)).generate(form)
         return json.loads(json.dumps(data))
 
     def open_tasks(self, instance_id: int) -> list:
@@ -474,7 +512,12 @@ class Bench:
         self.details["floor_update_bytes"] = len(json.dumps(payload))
 
     def measure_floor_engine(self) -> None:
-        """The same completions by SpiffWorkflow alone: in memory, no database, no (de)serialisation."""
+        """The same completions by SpiffWorkflow alone: in memory, no database, no (de)serialisation.
+
+        Scripts run in the same restricted engine; the helpers that write or read the database
+        (records, organisations) are replaced by in-memory ones, the rarer look-ups are left as they
+        are (a read-only session stays open during the floor).
+        """
         from SpiffWorkflow import TaskState
         from . import history, runtime
         from .scripting import RestrictedScriptEngine, start_run
@@ -484,77 +527,81 @@ class Bench:
             pins = engine._pin_versions(session, version.id)
             _, spec, _, _ = engine._specs(session, version.id)
             subs = engine._subprocess_specs(session, version.id, pins)
-        helpers = dict(engine.extra_helpers)
-        helpers["due"] = engine._due_helper
-        helpers.update(self._memory_helpers())
-        script_engine = RestrictedScriptEngine(helpers=helpers)
-        generator = self.generator
-
-        def make_workflow(data):
-            workflow = runtime.new_workflow(spec, subs, script_engine)
-            start = history.plain(data)
-            workflow.task_tree.data.update(start)
-            for task in workflow.get_tasks(state=TaskState.READY):
-                task.data.update(start)
-            return workflow
-
+        indexes = range(self.sizes["floor_instances"])
+        starts = [self.scenario.start_data(index) for index in indexes]  # creates the enterprises
         forms_cache: dict = {}
         timings = []
-        for _ in range(self.sizes["floor_instances"]):
-            workflow = self.scenario.start_in_memory(engine, None, make_workflow)
-            with start_run(budget_seconds=engine.script_budget_seconds):
-                runtime.do_engine_steps(workflow)
-            steps = 0
-            while True:
-                ready = runtime.ready_user_tasks(workflow)
-                if not ready:
-                    break
-                for task in ready:
-                    props = runtime.user_task_properties(task)
-                    form_name = props.get("formJsonSchemaFilename")
-                    if form_name:
-                        key = (task.workflow.spec.name, form_name)
-                        if key not in forms_cache:
-                            forms_cache[key] = generator.generate(engine.forms.load(*key))
-                        data = json.loads(json.dumps(forms_cache[key]))
-                    else:
-                        data = {"confirmed": True}
-                    started = time.perf_counter()
-                    task.data.update(data)
-                    with start_run(budget_seconds=engine.script_budget_seconds):
-                        task.run()
-                        runtime.do_engine_steps(workflow)
-                    timings.append(time.perf_counter() - started)
-                    steps += 1
-                if steps > 500:
-                    raise RuntimeError("bench: the in-memory floor did not end")
+        with engine.db.read() as session:
+            holder = {"actor": "bench"}
+            helpers = dict(engine.extra_helpers)
+            helpers["due"] = engine._due_helper
+            helpers.update(engine._lookup_helpers(session, holder))
+            helpers.update(self._memory_helpers(session))
+            script_engine = RestrictedScriptEngine(helpers=helpers)
+
+            def make_workflow(data):
+                workflow = runtime.new_workflow(spec, subs, script_engine)
+                start = history.plain(data)
+                workflow.task_tree.data.update(start)
+                for task in workflow.get_tasks(state=TaskState.READY):
+                    task.data.update(start)
+                return workflow
+
+            for index in indexes:
+                workflow = self.scenario.start_in_memory(make_workflow, index)
+                with start_run(budget_seconds=engine.script_budget_seconds):
+                    runtime.do_engine_steps(workflow)
+                steps = 0
+                while True:
+                    ready = runtime.ready_user_tasks(workflow)
+                    if not ready:
+                        break
+                    for task in ready:
+                        props = runtime.user_task_properties(task)
+                        form_name = props.get("formJsonSchemaFilename")
+                        if form_name:
+                            key = (task.workflow.spec.name, form_name, index)
+                            if key not in forms_cache:
+                                form = engine.forms.load(task.workflow.spec.name, form_name)
+                                forms_cache[key] = FormDataGenerator(self.scenario.hints(index)).generate(form)
+                            data = json.loads(json.dumps(forms_cache[key]))
+                        else:
+                            data = {"confirmed": True}
+                        started = time.perf_counter()
+                        task.data.update(data)
+                        with start_run(budget_seconds=engine.script_budget_seconds):
+                            task.run()
+                            runtime.do_engine_steps(workflow)
+                        timings.append(time.perf_counter() - started)
+                        steps += 1
+                    if steps > 500:
+                        raise RuntimeError("bench: the in-memory floor did not end")
+        del starts
         self.results["floor_engine_ms"] = _ms(statistics.median(timings))
         self.details["floor_engine_completions"] = len(timings)
 
-    def _memory_helpers(self) -> dict:
-        ctx = self.scenario.ctx
+    def _memory_helpers(self, session) -> dict:
+        """In-memory stand-ins for the script helpers that touch the database on the hot path."""
+        from .models import Organisation
+        organisations = {}
+        for org in session.scalars(select(Organisation)):
+            organisations[org.id] = {
+                "id": org.id, "kind": org.kind, "name": org.name, "credit_code": org.credit_code,
+                "division_code": org.division_code, "industry_code": org.industry_code,
+                "is_central": org.is_central, "legal_representative": org.legal_representative,
+                "address": org.address, "filing_status": org.filing_status, "filing_number": org.filing_number}
         records: dict[int, dict] = {}
 
         def is_filed_agency(org_id) -> bool:
-            return org_id not in (None, "") and int(org_id) == ctx["agency_id"]
+            org = organisations.get(int(org_id)) if org_id not in (None, "") else None
+            return bool(org and org["kind"] == "agency" and org["filing_status"] == "filed")
 
         def organisation_info(org_id) -> dict:
-            if org_id in (None, ""):
-                return {}
-            if int(org_id) == ctx["enterprise_id"]:
-                return {"id": ctx["enterprise_id"], "kind": "enterprise", "name": "天山清洁化工有限公司",
-                        "credit_code": ctx["enterprise_code"], "division_code": "650102",
-                        "industry_code": "2614", "is_central": False, "legal_representative": "王伟",
-                        "address": "乌鲁木齐市天山区解放南路1号", "filing_status": "none", "filing_number": None}
-            if int(org_id) == ctx["agency_id"]:
-                return {"id": ctx["agency_id"], "kind": "agency", "name": "新疆清洁生产咨询有限公司",
-                        "credit_code": _uscc("650104", 2), "division_code": "650104", "industry_code": None,
-                        "is_central": False, "legal_representative": "李娜", "address": "乌鲁木齐市新市区",
-                        "filing_status": "filed", "filing_number": "XJ-QS-2024-001"}
-            return {}
+            org = organisations.get(int(org_id)) if org_id not in (None, "") else None
+            return dict(org) if org else {}
 
         def _record(kind, title, data=None, *args, **kwargs) -> int:
-            records[len(records) + 1] = dict(data or {})
+            records[len(records) + 1] = history_plain(data or {})
             return len(records)
 
         def read_record(record_id) -> dict:
@@ -567,14 +614,14 @@ class Bench:
     def measure_complete(self) -> None:
         from .models import Instance
         for index in range(self.sizes["warmup_instances"]):
-            self.run_instance(self.scenario.start(self.engine, index), self._engine_complete)
+            self.run_instance(self.start_instance(), self._engine_complete)
         timings: list[float] = []
         instances = self.sizes["instances"]
         gc.collect()
         started = time.perf_counter()
         last_id = None
         for index in range(instances):
-            last_id = self.scenario.start(self.engine, index)
+            last_id = self.start_instance()
             self.run_instance(last_id, self._engine_complete, timings)
         elapsed = time.perf_counter() - started
         with self.engine.db.read() as session:
@@ -632,10 +679,10 @@ class Bench:
                                    f"{response.status_code}: {text[:500]}")
 
         # warm up: log everybody in (not timed), one instance
-        self.run_instance(self.scenario.start(self.engine, 0), complete)
+        self.run_instance(self.start_instance(), complete)
         timings: list[float] = []
         for index in range(self.sizes["http_instances"]):
-            self.run_instance(self.scenario.start(self.engine, index), complete, timings)
+            self.run_instance(self.start_instance(), complete, timings)
         self.results["http_complete_ms_p95"] = _ms(percentile(timings, 95))
         self.details["http_complete_ms_p50"] = _ms(percentile(timings, 50))
         self.details["http_completions"] = len(timings)
@@ -715,7 +762,7 @@ class Bench:
     def _timer_template(self):
         """A real instance waiting on a timer: the scenario's own first state, else the `deadline` fixture."""
         from .models import HumanTask, Instance
-        instance_id = self.scenario.start(self.engine, 0)
+        instance_id = self.start_instance()
         with self.engine.db.read() as session:
             row = session.get(Instance, instance_id)
             if row.next_timer_at is None:
@@ -724,7 +771,7 @@ class Bench:
         if row is None:
             self.engine.deploy_paths([FIXTURES / "processes" / "deadline.bpmn"], deployed_by="bench")
             instance_id = self.engine.start("deadline", actor="bench", data={
-                "enterprise_id": self.scenario.ctx["enterprise_id"], "jurisdiction_code": "650102",
+                "enterprise_id": self.scenario.enterprise(0)["id"], "jurisdiction_code": "650102",
                 "published_on": "2025-03-03"})
             source = "deadline (test fixture)"
         with self.engine.db.read() as session:

@@ -1,4 +1,4 @@
-"""The `cleanaudit` command line: validate, deploy, init, serve, tick, worker, verify-history, bench."""
+"""The `cleanaudit` command line: validate, deploy, init, serve, tick, worker, verify-history, layout, bench."""
 from __future__ import annotations
 
 import argparse
@@ -172,6 +172,12 @@ def cmd_verify_history(args) -> int:
     return 1
 
 
+def cmd_layout(args) -> int:
+    """Add diagram interchange (BPMN DI) to BPMN files, in place (engine.layout)."""
+    from .layout import layout_paths
+    return layout_paths(args.files, check=args.check, force=args.force, forms_dir=Path(args.forms))
+
+
 def cmd_bench(args) -> int:
     from .bench import main as bench_main
     return bench_main(quick=args.quick)
@@ -215,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify-history", help="check every hash chain of the history")
     p.set_defaults(func=cmd_verify_history)
+
+    p = sub.add_parser("layout", help="add diagram interchange (BPMN DI) to files without it, in place")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 listing files without complete DI")
+    p.add_argument("--force", action="store_true", help="replace existing DI")
+    p.add_argument("--forms", default=str(PROJECT_ROOT / "forms"), help="the forms folder (for the validation check)")
+    p.set_defaults(func=cmd_layout)
 
     p = sub.add_parser("bench", help="measure what users feel, against this machine's floor")
     p.add_argument("--quick", action="store_true")

@@ -73,6 +73,11 @@ class Database:
         self._readers = sessionmaker(
             self.engine.execution_options(sqlite_begin="DEFERRED"), expire_on_commit=False)
 
+    def on_commit(self, callback) -> None:
+        """Call `callback(session)` after every committed transaction (writes and reads)."""
+        event.listen(self._sessions, "after_commit", callback)
+        event.listen(self._readers, "after_commit", callback)
+
     @property
     def is_sqlite(self) -> bool:
         return is_sqlite(self.engine)

@@ -208,7 +208,12 @@ def make_helpers(session: Session, holder: dict) -> dict:
         a record "audit_accepted", or a mandatory audit whose report the local EPB accepted (Art. 16)."""
         return _accepted_audit(session, enterprise_id)
 
-    return {"is_filed_agency": is_filed_agency, "organisation_info": organisation_info,
+    def instance_id():
+        """The id of the instance the script runs for."""
+        instance = holder.get("instance")
+        return instance.id if instance is not None else None
+
+    return {"instance_id": instance_id, "is_filed_agency": is_filed_agency, "organisation_info": organisation_info,
             "publish": publish, "keep_record": keep_record, "read_record": read_record,
             "set_agency_filing": set_agency_filing, "next_filing_number": next_filing_number,
             "find_organisation": find_organisation, "draw_experts": draw_experts,

@@ -131,3 +131,28 @@ def draw(session: Session, count: int, *, pool: str = REGION_CODE, industry: Opt
         exclude_usernames=exclude_usernames)]
     pool_members = list(dict.fromkeys(pool_members))
     return (rng or _random).sample(pool_members, min(count, len(pool_members)))
+
+
+# Demo pool for `cleanaudit init --demo` (engine/demo.py): user name, name, title, employer, the demo
+# organisation key of the employer (engine.demo.ORGANISATIONS) or None, specialities, pool. expert-4
+# works for the filed demo agency, so a draw for an audit that agency assists never picks them.
+DEMO_POOL = [
+    ("expert-1", "周文华", "教授级高级工程师", "新疆大学", None, ["C26", "C31", "C30"], REGION_CODE),
+    ("expert-2", "古丽娜·阿不都", "高级工程师", "新疆环境保护科学研究院", None, ["C26", "C14", "C30"], REGION_CODE),
+    ("expert-3", "陈建平", "高级工程师", "新疆化工设计研究院", None, ["C26", "C28"], REGION_CODE),
+    ("expert-4", "马立新", "工程师", "新疆清源清洁生产技术咨询有限公司", "agency-a", ["C26", "C31"], REGION_CODE),
+    ("expert-5", "李卫东", "副教授", "昌吉学院", None, ["C30", "D44"], "652300"),
+]
+
+
+def enrol_demo_pool(session: Session, organisations: dict[str, int], now: datetime) -> list[str]:
+    """Enrol the DEMO_POOL members whose user accounts exist; returns their user names."""
+    enrolled = []
+    for username, name, title, employer, org_key, specialities, pool in DEMO_POOL:
+        if session.scalar(select(User.id).where(User.username == username)) is None:
+            continue
+        enrol(session, username=username, name=name, title=title, organisation_name=employer,
+              organisation_id=organisations.get(org_key) if org_key else None, specialities=specialities,
+              pool=pool, enrolled_by="demo", now=now)
+        enrolled.append(username)
+    return enrolled

@@ -4,6 +4,7 @@ Every public method that changes something runs in ONE transaction: everything o
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 from collections import OrderedDict
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 from uuid import UUID
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 from SpiffWorkflow import TaskState
@@ -81,7 +82,7 @@ class Engine:
 
     def __init__(self, database_url: Optional[str] = None, *, processes_dir: Union[str, Path, None] = None,
                  forms_dir: Union[str, Path, None] = None, helpers: Optional[dict] = None,
-                 script_budget_seconds: float = 5.0):
+                 script_budget_seconds: float = 5.0, workflow_cache_size: int = 128):
         runtime.install()
         from .forms import FormStore
         self.db = Database(database_url or default_url())
@@ -92,6 +93,10 @@ class Engine:
         self.script_budget_seconds = script_budget_seconds
         self._spec_cache: "OrderedDict[int, tuple]" = OrderedDict()
         self._calendar = None
+        # Workflows saved by committed transactions, so the next action on an instance skips
+        # deserialising it (checked against the instance's lock version; see runtime.WorkflowCache).
+        self._workflows = runtime.WorkflowCache(workflow_cache_size)
+        self.db.on_commit(self._after_commit)
 
     # ------------------------------------------------------------------ schema
     def create_schema(self) -> None:
@@ -301,10 +306,27 @@ class Engine:
         if row is None:
             raise InstanceNotFound(instance_id)
         _, spec, _, _ = self._specs(session, row.version_id)
-        subs = self._subprocess_specs(session, row.version_id, row.called_versions or {})
         holder = {"instance": row, "actor": ENGINE_ACTOR}
-        workflow = runtime.load_state(row.state, spec, subs, self.script_engine(session, holder))
+        script_engine = self.script_engine(session, holder)
+        workflow = self._workflows.take(row.id, row.lock_version, spec)
+        if workflow is not None:
+            # The script engine is not part of the state: attach this transaction's, as a load does.
+            workflow.script_engine = script_engine
+        else:
+            subs = self._subprocess_specs(session, row.version_id, row.called_versions or {})
+            workflow = runtime.load_state(row.state, spec, subs, script_engine)
         return _Loaded(row, workflow)
+
+    def _keep_after_commit(self, session: Session, loaded: _Loaded) -> None:
+        """Offer the workflow to the cache once (and only if) this transaction commits."""
+        session.info.setdefault("cleanaudit_workflows", {})[loaded.row.id] = (loaded.row, loaded.workflow)
+
+    def _after_commit(self, session: Session) -> None:
+        for row, workflow in session.info.pop("cleanaudit_workflows", {}).values():
+            try:
+                self._workflows.put(row.id, row.lock_version, workflow)
+            except Exception:  # noqa: BLE001 — a cache must never fail a committed action
+                log.exception("could not keep the workflow of instance %s", row.id)
 
     # ------------------------------------------------------------------ inbox
     def _inbox_query(self, user: User, process_id: Optional[str], overdue: bool):
@@ -354,7 +376,9 @@ class Engine:
             task = loaded.workflow.get_task_from_id(UUID(row.id))
             form = self.forms.load(row.form_process_id, row.form) if row.form else None
             ext = getattr(task.task_spec, "extensions", {}) or {}
-            data = {k: v for k, v in (task.data or {}).items() if not k.startswith("_")}
+            # A copy: the workflow goes back to the cache and must not change through the view.
+            data = copy.deepcopy({k: v for k, v in (task.data or {}).items() if not k.startswith("_")})
+            self._keep_after_commit(session, loaded)
             return TaskView(task=row, instance=loaded.row, form=form,
                             instructions=str(ext.get("instructionsForEndUser") or ""),
                             documentation=str(getattr(task.task_spec, "documentation", "") or ""),
@@ -461,6 +485,10 @@ class Engine:
         row.serializer_version = runtime.SERIALIZER_VERSION
         row.updated_at = now
         session.flush()
+        if runtime.reusable(workflow):
+            self._keep_after_commit(session, loaded)
+        else:
+            session.info.get("cleanaudit_workflows", {}).pop(row.id, None)
         return follow_ups
 
     def _incident_open(self, loaded: _Loaded) -> bool:
@@ -500,17 +528,30 @@ class Engine:
             id=str(task.id), instance_id=instance.id, process_id=instance.process_id,
             bpmn_id=task.task_spec.name, title=task.task_spec.bpmn_name or task.task_spec.name,
             lane=lane, scope=scope, form=props.get("formJsonSchemaFilename"),
-            form_process_id=task.workflow.spec.name, article=props.get("article"),
+            form_process_id=_form_process_id(task, instance), article=props.get("article"),
             enterprise_name=(task.data.get("enterprise_name") or None), due_at=due_at,
             status="open", created_at=now)
 
     def _sync_waits(self, session: Session, loaded: _Loaded) -> None:
+        """Keep the instance's message_wait rows equal to what it waits for (untouched when equal)."""
         row, workflow = loaded.row, loaded.workflow
-        session.query(MessageWait).filter(MessageWait.instance_id == row.id).delete()
-        if row.status not in ("running", "incident"):
-            return
-        for name, correlations in runtime.waiting_messages(workflow):
-            session.add(MessageWait(instance_id=row.id, message_name=name, correlations=correlations))
+        wanted = []
+        if row.status in ("running", "incident"):
+            wanted = [(name, correlations) for name, correlations in runtime.waiting_messages(workflow)]
+        table = MessageWait.__table__
+        # What the database holds: remembered on the workflow by its last save in this process
+        # (valid because a kept workflow is only reused at the lock version that save wrote).
+        stored = workflow.__dict__.get("_cleanaudit_waits")
+        if stored is None:
+            stored = [(name, correlations) for name, correlations in session.execute(
+                select(table.c.message_name, table.c.correlations)
+                .where(table.c.instance_id == row.id).order_by(table.c.id))]
+        if stored != wanted:
+            session.execute(delete(table).where(table.c.instance_id == row.id))
+            if wanted:
+                session.execute(insert(table), [{"instance_id": row.id, "message_name": name,
+                                                 "correlations": correlations} for name, correlations in wanted])
+        workflow.__dict__["_cleanaudit_waits"] = wanted
 
     # ------------------------------------------------------------------ messages
     def _route_events(self, session: Session, loaded: _Loaded, actor: str) -> list:
@@ -554,7 +595,10 @@ class Engine:
         starters = [v for v in self._latest_versions(session) if name in (v.start_messages or [])]
         if starters:
             version = starters[0]
-            target = self._new_instance(session, version.process_id, actor, payload, version=version)
+            start_data = dict(payload)
+            if source_instance_id is not None:
+                start_data.setdefault("source_instance_id", source_instance_id)
+            target = self._new_instance(session, version.process_id, actor, start_data, version=version)
             runtime.do_engine_steps(target.workflow)
             target.workflow.send_event(event)
             history.append(session, chain=history.instance_chain(target.row.id), kind="message_received",
@@ -678,7 +722,9 @@ class Engine:
         with self.db.read() as session:
             loaded = self._load(session, instance_id, lock=False)
             last = loaded.workflow.last_task
-            return dict(last.data) if last is not None else {}
+            data = copy.deepcopy(dict(last.data)) if last is not None else {}
+            self._keep_after_commit(session, loaded)
+            return data
 
 
 # ---------------------------------------------------------------------- helpers
@@ -691,6 +737,16 @@ def _actor_name(actor) -> str:
     if actor is None:
         return ENGINE_ACTOR
     return actor.username if isinstance(actor, User) else str(actor)
+
+
+def _form_process_id(task, instance: Instance) -> str:
+    """The process whose forms/ folder holds the task's form: embedded sub-processes use their
+    process's folder, call activities the called process's."""
+    own = {instance.process_id, *(instance.called_versions or {})}
+    workflow = task.workflow
+    while workflow is not None and workflow.spec.name not in own:
+        workflow = getattr(workflow, "parent_workflow", None)
+    return workflow.spec.name if workflow is not None else instance.process_id
 
 
 def _starter_context(session: Session, user: User, data: dict) -> dict:

@@ -1074,10 +1074,12 @@ def _safe_relative(value: str, what: str) -> list[str]:
 class FormStore:
     """Loads forms from ``forms_dir`` (``forms/``), caching each by path and modification time."""
 
+    # Shared by every store in the process: checking a schema against the meta-schema costs ~75 ms.
+    _cache: dict[Path, tuple[tuple, Form]] = {}
+    _lock = threading.Lock()
+
     def __init__(self, forms_dir: Path | str):
         self.forms_dir = Path(forms_dir)
-        self._cache: dict[Path, tuple[tuple, Form]] = {}
-        self._lock = threading.Lock()
 
     def resolve(self, process_id: str, filename: str) -> Path:
         """The file a ``formJsonSchemaFilename`` names; raises UnsafeFormPath when unsafe."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from .models import ChainHead, Event
@@ -55,24 +55,42 @@ def compute_hash(prev_hash: str, event: Event) -> str:
     return hashlib.sha256((prev_hash + canonical(event)).encode("utf-8")).hexdigest()
 
 
+_HEADS = ChainHead.__table__
+_EVENTS = Event.__table__
+# Built once: a statement built per call costs more than running it (cache keys of its values).
+_READ_HEAD = (select(_HEADS.c.last_hash, _HEADS.c.count)
+              .where(_HEADS.c.chain == bindparam("chain")).with_for_update())
+_INSERT_EVENT = insert(_EVENTS)
+_INSERT_HEAD = insert(_HEADS)
+_MOVE_HEAD = (update(_HEADS).where(_HEADS.c.chain == bindparam("head_chain"))
+              .values(last_hash=bindparam("head_hash"), count=bindparam("head_count")))
+
+
 def append(session: Session, *, chain: str, kind: str, actor: str, at: datetime,
            instance_id: Optional[int] = None, task_id: Optional[str] = None,
            bpmn_id: Optional[str] = None, data: Optional[dict] = None) -> Event:
-    """Append one event to a chain and move the chain head, inside the caller's transaction."""
-    head = session.execute(
-        select(ChainHead).where(ChainHead.chain == chain).with_for_update()).scalar_one_or_none()
-    if head is None:
-        head = ChainHead(chain=chain, last_hash=GENESIS, count=0)
-        session.add(head)
+    """Append one event to a chain and move the chain head, inside the caller's transaction.
+
+    Three Core statements (read and lock the head, insert the event, move the head): this runs
+    on every user action, and the ORM's unit of work would add an autoflush and object bookkeeping.
+    The returned Event is not attached to the session.
+    """
+    found = session.execute(_READ_HEAD, {"chain": chain}).first()
+    last_hash, count = (GENESIS, 0) if found is None else (found[0], found[1])
     # Microseconds survive every backend; anything finer would break the hash on reload.
     at = at.astimezone(timezone.utc)
-    event = Event(chain=chain, seq=head.count + 1, instance_id=instance_id, task_id=task_id,
+    event = Event(chain=chain, seq=count + 1, instance_id=instance_id, task_id=task_id,
                   bpmn_id=bpmn_id, actor=actor, kind=kind, data=plain(data or {}), at=at,
-                  prev_hash=head.last_hash)
-    event.hash = compute_hash(head.last_hash, event)
-    session.add(event)
-    head.last_hash = event.hash
-    head.count = event.seq
+                  prev_hash=last_hash)
+    event.hash = compute_hash(last_hash, event)
+    session.execute(_INSERT_EVENT, {
+        "chain": chain, "seq": event.seq, "instance_id": instance_id, "task_id": task_id,
+        "bpmn_id": bpmn_id, "actor": actor, "kind": kind, "data": event.data, "at": at,
+        "prev_hash": last_hash, "hash": event.hash})
+    if found is None:
+        session.execute(_INSERT_HEAD, {"chain": chain, "last_hash": event.hash, "count": event.seq})
+    else:
+        session.execute(_MOVE_HEAD, {"head_chain": chain, "head_hash": event.hash, "head_count": event.seq})
     return event
 
 

@@ -23,6 +23,7 @@ from SpiffWorkflow.bpmn.specs.mixins.events.event_types import CatchingEvent
 from SpiffWorkflow.bpmn.util.subworkflow import BpmnSubWorkflow
 from SpiffWorkflow.task import Task
 from SpiffWorkflow.bpmn.serializer.workflow import VERSION as SERIALIZER_VERSION
+from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
 from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
 from SpiffWorkflow.bpmn.specs.mixins.subworkflow_task import CallActivity, SubWorkflowTask
 from SpiffWorkflow.spiff.serializer.config import SPIFF_CONFIG
@@ -63,9 +64,27 @@ def install() -> None:
 
         Workflow._remove_task = _remove_task
         Workflow.update_waiting_tasks = _update_waiting_tasks
+        # SpiffWorkflow 3.2 looks for a data object in `self.process_parser.parent` forever instead of
+        # walking up (`current.parent`): a reference two levels up, or to a missing data object inside
+        # a sub-process, hangs the parser — an uploaded file could hang validation.
+        from SpiffWorkflow.bpmn.parser.node_parser import NodeParser
+        NodeParser._resolve_data_object_ref = _resolve_data_object_ref
         from . import clock
         clock.install()
         _installed = True
+
+
+def _resolve_data_object_ref(self, ref):
+    """The data object a reference names, looked up in this process and then its ancestors."""
+    if ref is None:
+        return None
+    current = self.process_parser
+    while current is not None:
+        data_obj = current.spec.data_objects.get(ref.get("dataObjectRef"))
+        if data_obj is not None:
+            return data_obj
+        current = current.parent
+    return None
 
 
 # Every workflow keeps an index of its unfinished tasks, so that finding READY and WAITING tasks
@@ -94,9 +113,25 @@ def live_tasks(workflow) -> list:
     return list(_live(workflow).values())
 
 
+def _in_creation_order(workflow, tasks: list) -> list:
+    """Tasks of one workflow in the order they were created (the order of workflow.tasks).
+
+    The live index keeps a task at the end when it becomes unfinished again (a retried task); a
+    restored workflow lists it where it was created. Ordering by creation makes both the same.
+    """
+    if len(tasks) < 2:
+        return tasks
+    position = {task_id: index for index, task_id in enumerate(workflow.tasks)}
+    return sorted(tasks, key=lambda t: position.get(t.id, len(position)))
+
+
+def _all_workflows(workflow) -> list:
+    return [workflow, *getattr(workflow, "subprocesses", {}).values()]
+
+
 def _update_waiting_tasks(self) -> None:
     """Update all WAITING tasks, found in the live-task index rather than by walking the tree."""
-    for task in [t for t in live_tasks(self) if t.state == TaskState.WAITING]:
+    for task in _in_creation_order(self, [t for t in live_tasks(self) if t.state == TaskState.WAITING]):
         if task.state == TaskState.WAITING:
             task.task_spec._update(task)
 
@@ -126,12 +161,13 @@ def _uuid(text: str) -> UUID:
 
 
 def _text(value: UUID) -> str:
-    """str(uuid), printed once per process."""
-    text = _UUID_TEXT.get(value)
+    """str(uuid), printed once per process (keyed by the integer: UUID.__hash__ is Python code)."""
+    key = value.int
+    text = _UUID_TEXT.get(key)
     if text is None:
         if len(_UUID_TEXT) > 500_000:
             _UUID_TEXT.clear()
-        text = _UUID_TEXT[value] = str(value)
+        text = _UUID_TEXT[key] = str(value)
     return text
 
 
@@ -145,8 +181,8 @@ class LeanTaskConverter(TaskConverter):
     """SpiffWorkflow's TaskConverter (data stored as a delta to the parent), same output, less overhead."""
 
     def to_dict(self, task):
-        tasks = task.workflow.tasks
-        parent = tasks.get(task._parent)
+        parent_id = task._parent
+        parent = task.workflow.tasks.get(parent_id) if parent_id is not None else None
         data = task.data
         if parent is None:
             delta = {}
@@ -163,7 +199,7 @@ class LeanTaskConverter(TaskConverter):
             "state": task._state,
             "task_spec": task.task_spec.name,
             "triggered": task.triggered,
-            "internal_data": self.registry.convert(task.internal_data),
+            "internal_data": self.registry.convert(task.internal_data) if task.internal_data else {},
             "data": data,
             "delta": delta,
         }
@@ -200,7 +236,17 @@ class LeanTaskConverter(TaskConverter):
 class _LeanMappings:
     def mapping_to_dict(self, mapping, **kwargs):
         convert = self.registry.convert
-        return {(_text(k) if type(k) is UUID else str(k)): convert(v, **kwargs) for k, v in mapping.items()}
+        task_to_dict = _TASK_CONVERTERS.get(id(self.registry))
+        out = {}
+        for key, value in mapping.items():
+            if type(value) is Task and task_to_dict is not None and not kwargs:
+                # what registry.convert does for a Task (DictionaryConverter._obj_to_dict), inlined
+                dct = task_to_dict(value)
+                dct["typename"] = "Task"
+            else:
+                dct = convert(value, **kwargs)
+            out[_text(key) if type(key) is UUID else str(key)] = dct
+        return out
 
     def mapping_from_dict(self, mapping, key_class=None, **kwargs):
         restore = self.registry.restore
@@ -234,12 +280,18 @@ class LeanWorkflowConverter(_LeanMappings, BpmnWorkflowConverter):
         return workflow
 
 
+_TASK_CONVERTERS: dict = {}  # id(registry) -> its LeanTaskConverter.to_dict
+
+
 def _make_serializer() -> BpmnWorkflowSerializer:
     config = dict(SPIFF_CONFIG)
     config[BpmnWorkflow] = LeanWorkflowConverter
     config[BpmnSubWorkflow] = LeanSubWorkflowConverter
     config[Task] = LeanTaskConverter
-    return BpmnWorkflowSerializer(BpmnWorkflowSerializer.configure(config))
+    registry = BpmnWorkflowSerializer.configure(config)
+    if registry.typenames.get(Task) == "Task":
+        _TASK_CONVERTERS[id(registry)] = registry.convert_to_dict["Task"].args[1]
+    return BpmnWorkflowSerializer(registry)
 
 
 serializer = _make_serializer()
@@ -327,12 +379,121 @@ def load_state(state: bytes, spec, subprocess_specs: dict, script_engine) -> Bpm
         _load_flags.typed = True
     # The script engine is not serialised: a restored workflow would get the unrestricted default.
     workflow.script_engine = script_engine
+    mark_loaded(workflow)
     return workflow
 
 
+# ---------------------------------------------------------------------- workflows kept in memory
+class WorkflowCache:
+    """Workflows of recently saved instances, kept so that the next action needs no deserialising.
+
+    An entry is (lock version, workflow) and is handed out once (`take` removes it): one action
+    owns a workflow at a time. The caller puts a workflow back only after its transaction
+    committed, with the lock version that transaction wrote; a different version in the database
+    (another process saved meanwhile) means the entry is stale and the state is loaded again.
+    """
+
+    def __init__(self, size: int = 128):
+        from collections import OrderedDict
+        self.size = size
+        self._entries: "OrderedDict[int, tuple]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, instance_id: int, version: int, spec):
+        with self._lock:
+            entry = self._entries.pop(instance_id, None)
+        if entry is None or entry[0] != version or entry[1].spec is not spec:
+            return None
+        workflow = entry[1]
+        mark_loaded(workflow)
+        return workflow
+
+    def put(self, instance_id: int, version: int, workflow) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._entries[instance_id] = (version, workflow)
+            self._entries.move_to_end(instance_id)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def discard(self, instance_id: int) -> None:
+        with self._lock:
+            self._entries.pop(instance_id, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def mark_loaded(workflow) -> None:
+    """Remember when this action got the workflow: tasks changed since then are checked on save."""
+    import time
+    workflow.__dict__["_cleanaudit_since"] = time.time()
+
+
+def _json_native(value, seen: set) -> bool:
+    """True for values JSON keeps as they are (a restored workflow would hold equal values).
+
+    `seen` holds the ids of containers already found plain during this check (task data share
+    their nested values with their parents' data, so each container is looked at once).
+    """
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return True
+    if kind is dict or kind is list:
+        if id(value) in seen:
+            return True
+        if kind is dict:
+            ok = all(type(k) is str and _json_native(v, seen) for k, v in value.items())
+        else:
+            ok = all(_json_native(v, seen) for v in value)
+        if ok:
+            seen.add(id(value))
+        return ok
+    return False
+
+
+def reusable(workflow) -> bool:
+    """True when the workflow equals what loading its saved state would give, so it may be kept.
+
+    Loading turns tuples into lists, non-text keys into text, sets into lists, and restores
+    datetimes with a fixed offset: a workflow whose data holds such values is not kept. Only tasks
+    that changed state since the workflow was loaded can hold new values (a script, a form or a
+    message only changes the data of the task it runs in), so only they are checked.
+    """
+    since = workflow.__dict__.get("_cleanaudit_since")
+    seen: set = set()  # the objects checked stay alive during the check, so their ids are unique
+    for one in _all_workflows(workflow):
+        if not _json_native(one.data, seen):
+            return False
+        live = _live(one)
+        for task in one.tasks.values():
+            if since is not None and task.last_state_change < since and task.id not in live:
+                continue
+            if not _json_native(task.data, seen) or not _json_native(task.internal_data, seen):
+                return False
+    return True
+
+
 def ready_user_tasks(workflow: BpmnWorkflow) -> list:
-    """READY manual (user) tasks, sub-processes included."""
-    return workflow.get_tasks(state=TaskState.READY, manual=True)
+    """READY manual (user) tasks, sub-processes included (from the live-task index, no tree walk)."""
+    ready = []
+    for one in _all_workflows(workflow):
+        ready += _in_creation_order(one, [t for t in live_tasks(one)
+                                          if t.state == TaskState.READY and t.task_spec.manual])
+    return ready
+
+
+def waiting_tasks(workflow: BpmnWorkflow) -> list:
+    """WAITING tasks, sub-processes included (from the live-task index, no tree walk)."""
+    waiting = []
+    for one in _all_workflows(workflow):
+        waiting += _in_creation_order(one, [t for t in live_tasks(one) if t.state == TaskState.WAITING])
+    return waiting
 
 
 def user_task_properties(task) -> dict[str, str]:
@@ -364,7 +525,7 @@ def _parse_when(value) -> Optional[datetime]:
 def next_timer_at(workflow: BpmnWorkflow) -> Optional[datetime]:
     """The earliest due time of every waiting timer (boundary, intermediate, gateway, sub-process)."""
     times = []
-    for task in workflow.get_tasks(state=TaskState.WAITING):
+    for task in waiting_tasks(workflow):
         definition = getattr(task.task_spec, "event_definition", None)
         if definition is None:
             continue
@@ -378,15 +539,33 @@ def next_timer_at(workflow: BpmnWorkflow) -> Optional[datetime]:
 
 
 def waiting_messages(workflow: BpmnWorkflow) -> list[tuple[str, dict]]:
-    """(message name, correlations) for every message the workflow waits for."""
+    """(message name, correlations) for every message the workflow waits for.
+
+    Besides waiting catch events, this includes the message start events of event sub-processes
+    of the running (sub)workflows: SpiffWorkflow creates their tasks only when the message arrives.
+    """
     result = []
     for pending in workflow.waiting_events():
         if pending.event_type.endswith("MessageEventDefinition"):
             correlations = getattr(pending, "correlations", None) or {}
             if not isinstance(correlations, dict):
                 correlations = {}
-            result.append((pending.name, json.loads(json.dumps(correlations, default=str))))
+            result.append((pending.name, _json_plain(correlations)))
+    running = [workflow] + [sp for sp in workflow.subprocesses.values() if not sp.completed]
+    for one in running:
+        if one.completed:
+            continue
+        for name in getattr(one.spec.start, "trigger_specs", []):
+            sub_spec = workflow.subprocess_specs.get(name)
+            for start in getattr(sub_spec, "bpmn_start_events", []) if sub_spec is not None else []:
+                definition = getattr(start, "event_definition", None)
+                if isinstance(definition, MessageEventDefinition):
+                    result.append((definition.name, _json_plain(one.correlations or workflow.correlations or {})))
     return result
+
+
+def _json_plain(value):
+    return json.loads(json.dumps(value, default=str))
 
 
 def correlations_match(event_correlations: dict, waiting: dict) -> bool:
@@ -400,7 +579,8 @@ def _ready_engine_tasks(workflow) -> list:
     # SpiffWorkflow walks the whole task tree from the root to find READY tasks, once per step:
     # a loop of n iterations then costs O(n^2) tree walks. Scanning the flat task map is the same
     # search without the walk (creation order stands in for depth-first order).
-    return [t for t in live_tasks(workflow) if t.state == TaskState.READY and not t.task_spec.manual]
+    return _in_creation_order(workflow, [t for t in live_tasks(workflow)
+                                         if t.state == TaskState.READY and not t.task_spec.manual])
 
 
 def do_engine_steps(workflow: BpmnWorkflow) -> None:

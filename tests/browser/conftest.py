@@ -115,3 +115,14 @@ def login(page, live, username: str, password: str = fixture_site.PASSWORD) -> N
     page.fill("input[name=password]", password)
     page.click("button[type=submit].primary")
     page.wait_for_url(live.path("/"))
+
+
+def __getattr__(name):
+    """Other folders' `from conftest import ROOT, add_user, ...` reach tests/conftest.py.
+
+    pytest keeps only the most recently loaded conftest.py under the module name "conftest", so
+    without this a test module collected after this folder would import from this file.
+    """
+    if name.startswith("__"):
+        raise AttributeError(name)
+    return getattr(fixture_site.root_helpers(), name)

@@ -181,3 +181,28 @@ def test_add_and_remove_rows_with_javascript(live, actor):
     assert body.locator("tr[data-index]").count() == 2
     assert body.locator("tr[data-index]").nth(1).get_attribute("data-index") == "2"
     assert page.url.endswith(page.url.split("/")[-1])      # no page load happened
+
+
+def test_inbox_badges_public_lists_and_error_pages(live, actor, shot):
+    """Screenshots of what the other tests do not show: due badges, published lists, an error page."""
+    from datetime import datetime, timedelta, timezone
+    from engine import clock
+    from fixture_site import add_public_records
+    if live.scenario.name == "fixture":
+        now = datetime.now(timezone.utc)
+        with clock.use_clock(now - timedelta(days=40)):
+            live.site.start_disclosure("ent-a")            # a month's deadline, passed: overdue
+        with clock.use_clock(now - timedelta(days=26)):
+            live.site.start_disclosure("ent-a")            # due within 7 days
+        add_public_records(live.site)
+    page = actor(live.scenario.enterprise)
+    assert page.locator(".badge-overdue").count() >= 1
+    assert page.locator(".badge-soon").count() >= 1
+    shot(page, "09-inbox-badges-zh")
+    page.goto(live.path("/public/lists"))
+    shot(page, "13-public-lists-zh")
+    page.goto(live.path("/public/agencies"))
+    shot(page, "14-public-agencies-zh")
+    response = page.goto(live.path("/admin/users"))
+    assert response.status == 403
+    shot(page, "15-error-403-zh")

@@ -10,8 +10,6 @@
   them as attributes, e.g. `actors.steel`, `actors.steel_user`, `actors.tianshan_epb`.
 - `scene` offers read-side helpers (open tasks, records, undelivered messages, instances) and
   `act(user, bpmn_id, data)`.
-- `engine_workarounds` patches the engine defect named in its docstring for the duration of a
-  test, only while the engine still has it (see tests/processes/test_mandatory_audit.py).
 """
 from __future__ import annotations
 
@@ -76,8 +74,7 @@ def _form_store():
     """One FormStore for the session: it caches each form by path and modification time, and the
     first load of a form checks it against the JSON Schema meta-schema (~75 ms)."""
     from engine.forms import FormStore
-    from tests.conftest import ROOT as PROJECT
-    return FormStore(PROJECT / "forms")
+    return FormStore(ROOT / "forms")
 
 
 @pytest.fixture
@@ -86,7 +83,6 @@ def engine_with(tmp_path, _templates, _form_store):
     calendar) with those processes (all of processes/ when none named) already deployed. A test
     module overrides the `engine` fixture with it: `def engine(engine_with): return engine_with(...)`."""
     from engine.facade import Engine
-    from tests.conftest import ROOT as PROJECT
     engines = []
 
     def _engine_with(*process_ids: str):
@@ -95,7 +91,7 @@ def engine_with(tmp_path, _templates, _form_store):
         for suffix in ("", "-wal"):
             if Path(f"{template}{suffix}").exists():
                 shutil.copyfile(f"{template}{suffix}", f"{target}{suffix}")
-        engine = Engine(f"sqlite:///{target}", processes_dir=PROCESSES, forms_dir=PROJECT / "forms")
+        engine = Engine(f"sqlite:///{target}", processes_dir=PROCESSES, forms_dir=ROOT / "forms")
         engine.forms = _form_store
         engines.append(engine)
         return engine
@@ -170,38 +166,6 @@ def _create_actors(engine) -> SimpleNamespace:
 
 
 # ---------------------------------------------------------------------------------------------- engine
-@pytest.fixture
-def engine_workarounds(monkeypatch):
-    """A test-only stand-in for an engine defect reported to the lead, applied only while the
-    engine still has it (so the tests keep testing the processes, and it vanishes once fixed).
-
-    engine/runtime.py, waiting_messages: lists only waiting tasks, not the message start events of
-    event sub-processes (SpiffWorkflow creates those on demand, BpmnStartTask.trigger_specs), so the
-    MessageWait rows miss them and a second enterprise_listed for an open audit starts a second
-    mandatory_audit instead of reaching the open one (test_enterprise_listed_again_... ).
-    """
-    from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
-
-    from engine import runtime
-
-    original = runtime.waiting_messages
-
-    def waiting_messages(workflow):
-        result = list(original(workflow))
-        for name in getattr(workflow.spec.start, "trigger_specs", []):
-            sub_spec = workflow.subprocess_specs.get(name)
-            for start in getattr(sub_spec, "bpmn_start_events", []):
-                definition = start.event_definition
-                if isinstance(definition, MessageEventDefinition):
-                    item = (definition.name, json.loads(json.dumps(workflow.correlations, default=str)))
-                    if item not in result:
-                        result.append(item)
-        return result
-
-    if not _lists_event_subprocess_starts(original):
-        monkeypatch.setattr(runtime, "waiting_messages", waiting_messages)
-
-
 def _lists_event_subprocess_starts(waiting_messages) -> bool:
     """True when waiting_messages already reports the message start of an event sub-process."""
     from SpiffWorkflow.bpmn import BpmnWorkflow
@@ -445,6 +409,207 @@ class AuditDriver:
 
 
 @pytest.fixture
-def audit(engine, actors, scene, engine_workarounds):
+def audit(engine, actors, scene):
     """An AuditDriver over the test's engine and actors (the engine workarounds applied)."""
     return AuditDriver(engine, actors, scene)
+
+
+# ==================================================================================================
+# Issue 5 (voluntary audit, agency filing, expert pool, commendation, confidentiality): fixtures of
+# tests/processes/test_voluntary_audit.py, test_agency_filing.py, test_expert_enrolment.py,
+# test_commendation.py and test_confidentiality.py. Nothing above this line depends on them.
+# ==================================================================================================
+PREFECTURE_URUMQI, PREFECTURE_CHANGJI = "650100", "652300"
+
+
+def review_task_id(bpmn_id: str) -> set:
+    """A user task's inbox ids: a multi-instance task's instances are named '<id> [child]'."""
+    return {bpmn_id, f"{bpmn_id} [child]"}
+
+
+@pytest.fixture
+def pool(engine, actors, _password_hash):
+    """Expert users and their pool entries (Art. 21): two with a conflict of interest with the steel
+    enterprise or the filed agency (one by organisation id, one by organisation name only), four
+    independent metallurgy/chemistry experts in the regional pool, one in Changji's pool; plus
+    Urumqi's DRC and ETC, a Changji DRC, an auditor and a second filed agency."""
+    from engine import clock, experts
+
+    p = SimpleNamespace()
+    with patch("engine.accounts.hash_password", lambda password: _password_hash):
+        rows = [  # username, name, organisation name, organisation id, specialities, pool
+            ("expert-steel", "钢铁厂总工", "天山钢铁有限公司", actors.steel, ["C31"], REGION),
+            ("expert-agency", "咨询中心专家", "新疆清洁生产技术咨询中心", actors.agency, ["C31", "C26"], REGION),
+            ("expert-agency-name", "咨询中心兼职专家", "新疆清洁生产技术咨询中心", None, ["C31"], REGION),
+            ("expert-a", "周文华", "新疆大学", None, ["C31", "C32"], REGION),
+            ("expert-b", "古丽娜", "新疆环境保护科学研究院", None, ["C31", "C26"], REGION),
+            ("expert-c", "陈建平", "新疆冶金设计研究院", None, ["C31"], REGION),
+            ("expert-d", "马立新", "新疆化工设计研究院", None, ["C26", "C28"], REGION),
+            ("expert-changji", "李卫东", "昌吉学院", None, ["C30", "D44"], PREFECTURE_CHANGJI),
+        ]
+        p.users = {}
+        for username, name, org_name, org_id, specialities, pool_code in rows:
+            p.users[username] = add_user(engine, username, ["expert"], jurisdiction_code=REGION)
+            with engine.db.transaction() as session:
+                experts.enrol(session, username=username, name=name, organisation_name=org_name,
+                              organisation_id=org_id, specialities=specialities, pool=pool_code,
+                              now=clock.now())
+        p.urumqi_drc = add_user(engine, "urumqi-drc", ["local_drc"], jurisdiction_code=URUMQI)
+        p.urumqi_etc = add_user(engine, "urumqi-etc", ["local_etc"], jurisdiction_code=URUMQI)
+        p.changji_drc = add_user(engine, "changji-drc", ["local_drc"], jurisdiction_code=PREFECTURE_CHANGJI)
+        p.auditor = add_user(engine, "auditor", ["auditor"], jurisdiction_code=REGION)
+        p.other_agency = add_organisation(engine, kind="agency", name="昌吉环境咨询有限公司",
+                                          credit_code=uscc(CHANGJI_CITY, 14), division_code=CHANGJI_CITY,
+                                          filing_status="filed", filing_number="新清审备〔2024〕第002号")
+        p.other_agency_user = add_user(engine, "other-agency", ["consultancy"], organisation_id=p.other_agency)
+    return p
+
+
+class VoluntaryDriver:
+    """Drives voluntary_audit through the facade with valid form data (Art. 6, 12, 13, 17, 18)."""
+
+    def __init__(self, engine, actors, scene, pool):
+        self.engine, self.a, self.scene, self.pool = engine, actors, scene, pool
+
+    # -- Art. 6, 12 ----------------------------------------------------------------------------------
+    def start(self, user=None, enterprise_id=None) -> int:
+        user = user or self.a.steel_user
+        enterprise_id = enterprise_id or self.a.steel
+        return self.engine.start("voluntary_audit", actor=user, data={
+            "enterprise_id": enterprise_id, "started_by": user.username, "jurisdiction_code": TIANSHAN})
+
+    def plan(self, **overrides) -> dict:
+        data = {"meets_discharge_standards": True, "audit_scope": "烧结车间和轧钢车间",
+                "objectives": "吨钢新水消耗下降10%，二氧化硫排放量削减15%。",
+                "focus_candidates": [{"name": "烧结工序", "reason": "能耗和二氧化硫排放占全厂一半以上"}],
+                "planned_start": "2025-04-01", "planned_completion": "2025-12-31", "audit_mode": "agency",
+                "agency_id": self.a.agency, "submit_level": "county", "contact_name": "刘芳",
+                "contact_phone": "0991-8888888"}
+        data.update(overrides)
+        return {k: v for k, v in data.items() if v is not None}
+
+    def submit_plan(self, iid: int, user=None, **overrides):
+        return self.scene.act(user or self.a.steel_user, "submit_application", self.plan(**overrides), iid)
+
+    def local_opinions(self, iid: int, drc=None, etc=None, epb=None) -> None:
+        a = self.a
+        for key, user in (("drc", drc or a.tianshan_drc), ("etc", etc or a.tianshan_etc), ("epb", epb or a.tianshan_epb)):
+            self.scene.act(user, f"local_{key}_opinion", {f"{key}_opinion": "support",
+                                                          f"{key}_comments": "同意企业开展自愿性清洁生产审核。",
+                                                          f"{key}_opinion_date": "2025-03-10"}, iid)
+
+    def regional_decision(self, iid: int, returns: dict | None = None) -> None:
+        """All three regional agencies decide; `returns` maps "drc"/"etc"/"epb" to a return reason."""
+        returns = returns or {}
+        users = {"drc": self.a.regional_drc, "etc": self.a.regional_etc, "epb": self.a.regional_epb}
+        for key, user in users.items():
+            data = {f"regional_{key}_decision": "return" if key in returns else "approve",
+                    f"regional_{key}_decided_on": "2025-03-20"}
+            if key in returns:
+                data[f"regional_{key}_reason"] = returns[key]
+            self.scene.act(user, f"regional_{key}_approval", data, iid)
+
+    def approve_plan(self, iid: int, **plan) -> None:
+        self.submit_plan(iid, **plan)
+        self.local_opinions(iid)
+        self.regional_decision(iid)
+
+    # -- Art. 13 -------------------------------------------------------------------------------------
+    def run_stages(self, iid: int, agency_user=None) -> None:
+        for bpmn_id, data in AuditDriver.STAGES.items():
+            self.scene.act(self.a.steel_user, bpmn_id, data, iid)
+        if agency_user is not None:
+            self.scene.act(agency_user, "cosign_report",
+                           {"cosign_decision": "confirm", "signing_auditor": "陈静", "certificate_no": "QJ-0815"}, iid)
+
+    def submit_report(self, iid: int) -> None:
+        self.scene.act(self.a.steel_user, "submit_report_for_review",
+                       {"report_summary": "审核重点为烧结工序，提出方案3项，预计年经济效益380万元。", "truthful": True}, iid)
+
+    def to_review(self, iid: int) -> None:
+        """From a fresh instance to the report waiting for the expert review (agency commissioned)."""
+        self.approve_plan(iid)
+        self.run_stages(iid, self.a.agency_user)
+        self.submit_report(iid)
+
+    # -- Art. 17, 21 ---------------------------------------------------------------------------------
+    def organise(self, iid: int, count: int = 3, pool_level: str = "region", speciality=None, excluded=()) -> None:
+        data = {"expert_count": count, "pool_level": pool_level, "review_due": "2026-01-20"}
+        if speciality:
+            data["speciality"] = speciality
+        if excluded:
+            data["excluded_experts"] = [{"username": u, "reason": "曾为该企业提供技术服务"} for u in excluded]
+        self.scene.act(self.a.regional_drc, "organise_expert_review", data, iid)
+
+    def reviewers(self, iid: int) -> list[str]:
+        """The user names of the experts with an open review task in this instance."""
+        from engine.models import HumanTask
+        with self.engine.db.read() as session:
+            rows = session.scalars(select(HumanTask).where(
+                HumanTask.instance_id == iid, HumanTask.status == "open",
+                HumanTask.bpmn_id.in_(review_task_id("review_by_expert")))).all()
+        return sorted(row.scope.split(":", 1)[1] for row in rows)
+
+    def review(self, iid: int, username: str, recommendation: str = "pass", score: int = 86,
+               conflict: str | None = None):
+        user = self.pool.users[username]
+        rows = [r for r in self.engine.inbox(user, per_page=100).rows
+                if r.instance_id == iid and r.bpmn_id in review_task_id("review_by_expert")]
+        assert rows, f"{username} has no review task; open: {self.scene.open_tasks(iid)}"
+        if conflict:
+            data = {"conflict_declaration": "conflict", "conflict_reason": conflict}
+        else:
+            data = {"conflict_declaration": "none", "score": score, "recommendation": recommendation,
+                    "comments": "报告内容完整，方案可行。", "reviewed_on": "2026-01-15"}
+        return self.engine.complete(user, rows[0].id, data)
+
+    def review_all(self, iid: int, recommendation: str = "pass") -> list[str]:
+        names = self.reviewers(iid)
+        for name in names:
+            self.review(iid, name, recommendation)
+        return names
+
+    def decide(self, iid: int, result: str = "pass", reason: str | None = None, user=None) -> None:
+        data = {"review_result": result, "result_summary": "经专家审定，报告符合要求。", "consulted_drc_etc": True,
+                "decided_on": "2026-01-25"}
+        if reason:
+            data["result_reason"] = reason
+        self.scene.act(user or self.a.tianshan_epb, "decide_review", data, iid)
+
+    def acknowledge_copies(self, iid: int) -> None:
+        a = self.a
+        for user, bpmn_id in ((a.regional_epb, "copy_regional_epb"), (a.regional_drc, "copy_regional_drc"),
+                              (a.regional_etc, "copy_regional_etc")):
+            self.scene.act(user, bpmn_id, None, iid)
+
+    # -- Art. 18 -------------------------------------------------------------------------------------
+    def report_implementation(self, iid: int, status: str = "completed") -> None:
+        self.scene.act(self.a.steel_user, "report_implementation", {
+            "progress": [{"option_name": "烧结烟气脱硫改造", "status": status, "actual_investment": 1180,
+                          "effect": "二氧化硫年削减310吨"}],
+            "reported_on": "2026-11-05"}, iid)
+
+    def supervise(self, iid: int, result: str = "satisfactory", reason: str | None = None) -> None:
+        data = {"supervision_result": result, "checked_on": "2026-11-20"}
+        if reason:
+            data["supervision_reason"] = reason
+        self.scene.act(self.a.tianshan_drc, "supervise_implementation", data, iid)
+
+    def data(self, iid: int) -> dict:
+        return self.engine.instance_data(iid)
+
+
+def ensure_deployed(engine, deploy, *process_ids: str) -> None:
+    """Deploy those processes unless the test's engine has them already (engine_with templates)."""
+    from engine.models import ProcessVersion
+    with engine.db.read() as session:
+        have = set(session.scalars(select(ProcessVersion.process_id)))
+    if not set(process_ids) <= have:
+        deploy(*process_ids)
+
+
+@pytest.fixture
+def voluntary(engine, deploy, actors, scene, pool):
+    """voluntary_audit and audit_stages deployed, with a VoluntaryDriver over the test's actors."""
+    ensure_deployed(engine, deploy, "voluntary_audit", "audit_stages")
+    return VoluntaryDriver(engine, actors, scene, pool)

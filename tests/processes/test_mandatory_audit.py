@@ -399,9 +399,8 @@ def test_art11_listing_after_the_report_was_accepted_alerts_the_local_epb(listed
 
 
 # ---------------------------------------------------------------------------------------------- engine canary
-@pytest.mark.xfail(strict=True, reason="engine/runtime.py waiting_messages omits event sub-process message "
-                                       "starts; remove conftest.engine_workarounds once this passes")
 def test_engine_waits_for_messages_that_start_event_subprocesses():
+    """A listing on a second ground must reach the open audit's event sub-process (Art. 8, 11)."""
     from engine import runtime
     from tests.processes.conftest import _lists_event_subprocess_starts
     assert _lists_event_subprocess_starts(runtime.waiting_messages)

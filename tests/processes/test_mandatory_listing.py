@@ -170,8 +170,8 @@ def world(engine, clock, monkeypatch):
 
 
 @pytest.fixture
-def mandatory_audit(engine, engine_workarounds):
-    """The colleague's receiving process (tests/processes/conftest.py supplies engine_workarounds)."""
+def mandatory_audit(engine):
+    """The colleague's receiving process."""
     engine.deploy_paths(MANDATORY_AUDIT)
 
 

@@ -54,3 +54,14 @@ def as_user(app):
 @pytest.fixture
 def disclosure_form():
     return dict(DISCLOSURE_FORM)
+
+
+def __getattr__(name):
+    """Other folders' `from conftest import ROOT, add_user, ...` reach tests/conftest.py.
+
+    pytest keeps only the most recently loaded conftest.py under the module name "conftest", so
+    without this a test module collected after this folder would import from this file.
+    """
+    if name.startswith("__"):
+        raise AttributeError(name)
+    return getattr(fixture_site.root_helpers(), name)

@@ -104,3 +104,23 @@ def test_logout_needs_post(as_user):
 
 def test_files_need_login(app, site):
     assert app.test_client().get("/files/1").status_code == 302
+
+
+@pytest.mark.parametrize("path", ["/tasks/{task}", "/start/web_fixture", "/admin/users",
+                                  "/admin/calendar", "/admin/incidents/1/retry", "/admin/messages/1/resolve"])
+def test_anonymous_posts_are_sent_to_login_and_change_nothing(app, site, path):
+    site.start_disclosure("ent-a")
+    task = site.open_task("ent-a")
+    response = app.test_client().post(path.format(task=task.id), data={"confirmed": "true"})
+    assert response.status_code == 302 and response.headers["Location"].startswith("/login")
+    assert site.open_task("ent-a").id == task.id
+
+
+@pytest.mark.parametrize("user", ["ent-a", "epb-650102", "auditor", "agency-a"])
+def test_administration_posts_are_refused_to_other_roles(site, as_user, user):
+    client = as_user(user)
+    before = site.user("ent-b").roles
+    response = client.post(f"/admin/users/{site.user('ent-b').id}", data={"roles": ["administrator"], "active": "on"})
+    assert response.status_code == 403
+    assert site.user("ent-b").roles == before
+    assert client.post("/admin/calendar", data={"day": "2026-01-05", "kind": "holiday"}).status_code == 403

@@ -69,3 +69,9 @@ def test_public_pages_need_no_login_and_unknown_sections_are_404(app):
     assert client.get("/public/").status_code == 200
     assert client.get("/public/secrets").status_code == 404
     assert client.get("/public/records/999").status_code == 404
+
+
+def test_public_index_answers_with_and_without_the_slash(app):
+    client = app.test_client()
+    assert client.get("/public").status_code == 200
+    assert client.get("/public/").status_code == 200
