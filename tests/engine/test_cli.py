@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from tests.conftest import ROOT
 
 MIWG = sorted((ROOT / "tests" / "data" / "miwg").glob("*.bpmn"))
 FIXTURES = ROOT / "tests" / "data" / "engine" / "processes"

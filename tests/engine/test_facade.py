@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, func
 
-from conftest import ROOT, SHANGHAI, add_organisation, add_user
+from tests.conftest import ROOT, SHANGHAI, add_organisation, add_user
 from engine.errors import (InvalidFormData, InvalidProcess, NotAllowed, ProcessNotFound,
                            StaleInstance, TaskNotFound)
 from engine.models import Event, HumanTask, Instance, ProcessVersion

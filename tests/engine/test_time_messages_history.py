@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select, text
 
-from conftest import ROOT, SHANGHAI, add_organisation, add_user
+from tests.conftest import ROOT, SHANGHAI, add_organisation, add_user
 from engine.models import Instance, UndeliveredMessage
 
 FIXTURES = ROOT / "tests" / "data" / "engine" / "processes"
