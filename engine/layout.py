@@ -652,17 +652,20 @@ class _Container:
         self._keep_branch_order()
 
     def _keep_branch_order(self) -> None:
-        """Targets of one node in one column and band keep the document order of the flows
-        (SpiffWorkflow orders a node's outputs by the targets' y coordinates)."""
+        """The flows of one node keep their document order inside a column and band: SpiffWorkflow
+        orders a node's outputs by the y coordinates of the targets (and tests an exclusive
+        gateway's conditions in that order). A flow is represented by its first grid item after
+        the source (its first dummy, or the target)."""
         outs: dict[str, list] = {}
         for f in self.flows:
-            outs.setdefault(f.source, []).append(f.tgt)
-        for source, targets in outs.items():
-            if len(targets) < 2:
+            if not f.back:
+                outs.setdefault(f.source, []).append(f.dummies[0] if f.dummies else f.tgt)
+        for source, firsts in outs.items():
+            if len(firsts) < 2:
                 continue
             for key, heads in self.grid.items():
                 mine = []
-                for t in targets:
+                for t in firsts:
                     if t in heads and t not in mine:
                         mine.append(t)
                 if len(mine) < 2:

@@ -451,13 +451,30 @@ def test_everything_but_the_di_stays_byte_for_byte(name):
     assert len(a) == len(b) - sum(j2 - j1 for tag, _i1, _i2, j1, j2 in ops if tag == "insert")
 
 
+def spiff_changes(name: str, xml: bytes, laid: bytes) -> set:
+    """Parse before and after the layout with SpiffWorkflow: the same task specs with the same
+    outputs, conditions and defaults; returns the task specs whose outputs are ordered (or whose
+    conditions are tested) in another order, since SpiffWorkflow sorts them by the y coordinate
+    of the target shapes."""
+    before, after = spiff_specs(name, xml), spiff_specs(name, laid)
+    assert before and before.keys() == after.keys()
+    changed = set()
+    for key, (outputs, conds, default) in before.items():
+        outputs2, conds2, default2 = after[key]
+        assert sorted(outputs) == sorted(outputs2) and sorted(conds) == sorted(conds2) and default == default2
+        if conds != conds2 or (not conds and not default and outputs != outputs2):
+            changed.add(key[1])
+    return changed
+
+
 @pytest.mark.parametrize("name", sorted(FIXTURES))
 def test_spiffworkflow_reads_the_same_process(name):
     xml = FIXTURES[name].encode()
-    before = spiff_specs(f"{name}.bpmn", xml)
-    after = spiff_specs(f"{name}.bpmn", layout_bpmn(xml))
-    assert before.keys() == after.keys() and before
-    assert before == after          # the fixtures' branches keep the document order
+    result = layout_document(xml, f"{name}.bpmn")
+    # order changes happen only where the layout reports them: here the return-for-revision
+    # loop's target (a gateway) and the archive task share a row, and a task's top is higher
+    assert spiff_changes(f"{name}.bpmn", xml, result.xml) == set(result.order_changes)
+    assert set(result.order_changes) <= {"review_route"}
 
 
 @pytest.mark.parametrize("name", sorted(FIXTURES))
@@ -500,15 +517,7 @@ def test_every_process_gets_complete_di_without_a_new_problem(path):
     assert not added, added
     # SpiffWorkflow builds the same task specs; it orders a node's outputs by the y of the target
     # shapes, so the order may change only where the layout reports it (the lanes force it)
-    spec_before, spec_after = spiff_specs(path.name, xml), spiff_specs(path.name, result.xml)
-    assert spec_before.keys() == spec_after.keys()
-    changed = set()
-    for key, (outputs, conds, default) in spec_before.items():
-        outputs2, conds2, default2 = spec_after[key]
-        assert sorted(outputs) == sorted(outputs2) and sorted(conds) == sorted(conds2) and default == default2
-        if conds != conds2 or (not conds and not default and outputs != outputs2):
-            changed.add(key[1])
-    assert changed == set(result.order_changes)
+    assert spiff_changes(path.name, xml, result.xml) == set(result.order_changes)
     assert layout_bpmn(result.xml, path.name) == result.xml
 
 
