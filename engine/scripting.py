@@ -299,7 +299,11 @@ SAFE_BUILTINS = {
     "sorted": sorted, "tuple": tuple, "zip": zip, "reversed": reversed, "divmod": divmod, "chr": chr,
     "ord": ord, "str": _safe_str, "repr": lambda value: _format_value(value, ord("r")),
     "format": lambda value, spec="": _format_value(value, -1, spec), "sum": _safe_sum,
-    "range": _safe_range, "isinstance": _safe_isinstance}
+    "range": _safe_range, "isinstance": _safe_isinstance,
+    # Scripts may catch ordinary errors (a missing optional field, a bad number). A budget error
+    # caught this way still fails the script: the budget remembers that it tripped.
+    "Exception": Exception, "NameError": NameError, "KeyError": KeyError, "ValueError": ValueError,
+    "TypeError": TypeError, "IndexError": IndexError, "ZeroDivisionError": ZeroDivisionError}
 
 
 def guarded_globals() -> dict:

@@ -305,6 +305,22 @@ def test_art9_ground2_needs_epb_drc_and_etc_to_agree(world):
     assert world.status(instance_id) == "completed"
 
 
+def test_art9_ground2_second_round_is_decided_on_the_new_answers_whichever_agency_answers_last(world):
+    """Round 1: the DRC disagrees; round 2 both agree, the ETC answering last must not revive it."""
+    instance_id = world.start()
+    world.act(world.county_epb, "propose_list", world.proposal("hazardous", [world.hazardous_entry(world.chem)]))
+    world.act(world.county_etc, "etc_opinion", {"etc_decision": "agree"})
+    world.act(world.county_drc, "drc_opinion", {"drc_decision": "disagree", "drc_reason": "替代工艺尚未论证"})
+    assert world.open_tasks(instance_id) == ["propose_list"]
+
+    world.act(world.county_epb, "propose_list", world.proposal("hazardous", [world.hazardous_entry(world.chem)]))
+    world.act(world.county_drc, "drc_opinion", {"drc_decision": "agree"})
+    world.act(world.county_etc, "etc_opinion", {"etc_decision": "agree"})
+    assert world.status(instance_id) == "completed"
+    [published] = world.records("mandatory_list")
+    assert published.data["ground"] == "hazardous"
+
+
 def test_art9_each_listed_enterprise_gets_written_notice_copied_to_drc_and_etc(world):
     world.publish_exceeding([world.exceeding_entry(world.steel), world.exceeding_entry(world.chem)])
     notices = world.records("written_notice")
