@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from engine.errors import InvalidFormData, NotAllowed
 from engine.forms import uscc_check_character
-from tests.conftest import SHANGHAI, add_organisation, add_user
+from tests.conftest import ROOT, SHANGHAI, add_organisation, add_user
 
 ROOT = Path(__file__).resolve().parents[2]
 PENALTY_CASE = ROOT / "processes" / "penalty_case.bpmn"
@@ -362,6 +362,28 @@ def test_art29_agency_misconduct_names_the_agency_publicly(case):
     assert case.data(instance_id)["revoke_filing"] is True
     assert case.records("agency_penalty_decision")[-1].data["revoke_filing"] is True
     assert case.open_tasks(instance_id) == ["report_correction_agency"]
+
+
+def test_art29_a_decision_revoking_the_filing_revokes_it_so_no_enterprise_can_commission_the_agency(case):
+    from engine.models import Organisation
+    case.engine.deploy_paths([ROOT / "processes" / "agency_revocation.bpmn"])
+    with case.engine.db.transaction() as session:
+        session.get(Organisation, case.agency).filing_status = "filed"
+    instance_id = case.open("agency_misconduct", "2025-01-20")
+    propose_agency_measures(case, instance_id, revoke=True)
+    case.act(case.regional_etc, "concur_regional_etc", {"etc_concurrence": "agree"})
+    case.act(case.regional_epb, "concur_regional_epb", {"epb_concurrence": "agree"})
+    case.act(case.consultant, "state_and_defend_agency", {"statement_choice": "waive"})
+    case.act(case.regional_drc, "decide_agency", {
+        "agency_decision": "order_correction", "correction_due": "2025-05-31", "revoke_filing": True,
+        "refer_for_liability": False, "statement_considered": "当事人放弃陈述、申辩。"})
+
+    with case.engine.db.read() as session:
+        assert session.get(Organisation, case.agency).filing_status == "revoked"
+    [revoked] = case.records("agency_filing_revoked")
+    assert revoked.public and revoked.data["agency_id"] == case.agency
+    kinds = [e.kind for e in case.engine.history(instance_id)]
+    assert "message_sent" in kinds and "message_undelivered" not in kinds
 
 
 def test_art29_regional_etc_and_epb_must_concur(case):
