@@ -82,22 +82,16 @@ def _ensure_secret_key() -> None:
     os.environ["SECRET_KEY"] = path.read_text().strip()
 
 
-def _start_ticker(interval: float) -> None:
-    """Fire due timers every `interval` seconds in a background thread of the serving process."""
-    import threading
+def _start_ticker(database_url) -> "subprocess.Popen":
+    """Fire due timers every minute in a `cleanaudit worker` process of its own.
 
-    def loop():
-        engine = None
-        while True:
-            try:
-                engine = engine or _engine(argparse.Namespace(database_url=None))
-                for result in engine.tick():
-                    print(f"timer: instance {result.instance_id} fired {', '.join(result.fired_timers)}",
-                          flush=True)
-            except Exception as exc:  # keep ticking; the error is shown, not swallowed
-                print(f"timer: tick failed: {exc}", file=sys.stderr, flush=True)
-            time.sleep(interval)
-    threading.Thread(target=loop, name="cleanaudit-ticker", daemon=True).start()
+    A thread would be copied into gunicorn's forked workers holding its locks (they then hang).
+    """
+    import subprocess
+    command = [sys.executable, "-m", "engine.cli"]
+    if database_url:
+        command += ["--database-url", database_url]
+    return subprocess.Popen(command + ["worker"])
 
 
 def cmd_serve(args) -> int:
@@ -116,10 +110,14 @@ def cmd_serve(args) -> int:
             from webui import create_app
             return create_app()
 
-    if not args.no_timers:
-        _start_ticker(60.0)
+    ticker = None if args.no_timers else _start_ticker(args.database_url)
     print(f"cleanaudit: serving http://{args.host}:{args.port}/", flush=True)
-    Server().run()
+    try:
+        Server().run()
+    finally:
+        if ticker is not None:
+            ticker.terminate()
+            ticker.wait(10)
     return 0
 
 
@@ -149,8 +147,11 @@ def cmd_worker(args) -> int:
     print("worker: ticking every minute; Ctrl-C stops", file=sys.stderr)
     try:
         while True:
-            for result in engine.tick():
-                print(f"instance {result.instance_id}: fired {', '.join(result.fired_timers)}", flush=True)
+            try:
+                for result in engine.tick():
+                    print(f"instance {result.instance_id}: fired {', '.join(result.fired_timers)}", flush=True)
+            except Exception as exc:  # a failed tick is reported and retried next minute, not fatal
+                print(f"worker: tick failed: {exc}", file=sys.stderr, flush=True)
             time.sleep(args.interval)
     except KeyboardInterrupt:
         return 0

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 from uuid import UUID
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Integer, and_, bindparam, delete, func, insert, or_, select, union_all, update
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
 from SpiffWorkflow import TaskState
 from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
@@ -203,6 +205,14 @@ class Engine:
             raise ProcessNotFound(process_id)
         return version
 
+    def _latest_version_id(self, session: Session, process_id: str) -> int:
+        """The id of the newest version (one indexed look-up; no XML or spec text is read)."""
+        version_id = session.scalar(select(ProcessVersion.id).where(ProcessVersion.process_id == process_id)
+                                    .order_by(ProcessVersion.version_no.desc()).limit(1))
+        if version_id is None:
+            raise ProcessNotFound(process_id)
+        return version_id
+
     def _specs(self, session: Session, version_id: int):
         cached = self._spec_cache.get(version_id)
         if cached is None:
@@ -224,9 +234,9 @@ class Engine:
             process_id = queue.pop()
             if process_id in pins:
                 continue
-            called = self.latest_version(session, process_id)
-            pins[process_id] = called.id
-            queue.extend(self._specs(session, called.id)[3])
+            called_id = self._latest_version_id(session, process_id)
+            pins[process_id] = called_id
+            queue.extend(self._specs(session, called_id)[3])
         return pins
 
     def _subprocess_specs(self, session: Session, version_id: int, pins: dict[str, int]) -> dict:
@@ -253,20 +263,26 @@ class Engine:
             return loaded.row.id
 
     def startable_processes(self, user: User) -> list[str]:
-        """Processes whose start lane (the lane of the first user task) is one of the user's roles."""
-        from .models import ProcessVersion as PV
+        """Processes whose start lane (the lane of the first user task) is one of the user's roles.
+
+        A process that other processes call (e.g. audit_stages) is started by its callers only.
+        """
         result = []
         with self.db.read() as session:
-            ids = sorted(set(session.scalars(select(PV.process_id))))
-            for process_id in ids:
-                version = self.latest_version(session, process_id)
+            latest = self._latest_versions(session)
+            called = {pid for version in latest for pid in (version.called_process_ids or [])}
+            for version in latest:
+                if version.process_id in called:
+                    continue
                 lanes = _start_lanes(self._specs(session, version.id)[1])
                 if lanes and any(user.has_role(lane) for lane in lanes):
-                    result.append(process_id)
+                    result.append(version.process_id)
         return result
 
     def _check_may_start(self, session: Session, user: User, process_id: str) -> None:
         version = self.latest_version(session, process_id)
+        if any(process_id in (v.called_process_ids or []) for v in self._latest_versions(session)):
+            raise NotAllowed(user, f"process {process_id}", "it is started by the processes that call it")
         lanes = _start_lanes(self._specs(session, version.id)[1])
         if not any(user.has_role(lane) for lane in lanes) and not user.has_role("administrator"):
             raise NotAllowed(user, f"process {process_id}", "your roles do not start this process")
@@ -342,26 +358,55 @@ class Engine:
 
     def inbox(self, user: User, *, process_id: Optional[str] = None, overdue: bool = False,
               page: int = 1, per_page: int = 25) -> InboxPage:
-        """The open tasks this user may act on, soonest due first (never deserialises workflows)."""
+        """The open tasks this user may act on, soonest due first (never deserialises workflows).
+
+        A user matches several (lane, scope) pairs; sorting all their rows would cost the size of
+        the inbox. Each pair is one range of ix_human_task_inbox, already in due order: the first
+        page*per_page rows of each range (due ones, then those without a due date) are merged.
+        """
         page = max(1, int(page))
-        query = self._inbox_query(user, process_id, overdue)
+        lanes = sorted(set(user.roles or []))
+        keys = list(dict.fromkeys(user.scope_keys()))
+        params = {"lanes": lanes, "keys": keys, "process_id": process_id, "now": clock.now()}
         with self.db.read() as session:
-            total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-            rows = list(session.scalars(
-                query.order_by(HumanTask.due_at.is_(None), HumanTask.due_at, HumanTask.created_at)
-                .offset((page - 1) * per_page).limit(per_page)))
+            total = self._inbox_total(session, lanes, keys, process_id, overdue, params)
+            rows: list[HumanTask] = []
+            offset, wanted = (page - 1) * per_page, page * per_page
+            if total > offset:
+                params.update({f"lane_{i}": lane for i, lane in enumerate(lanes)})
+                params.update({f"key_{i}": key for i, key in enumerate(keys)})
+                params.update(wanted=wanted, offset=offset, per_page=per_page)
+                statement = _inbox_page_statement(len(lanes), len(keys), bool(process_id), overdue)
+                ids = list(session.scalars(statement, params))
+                found = {r.id: r for r in session.scalars(_INBOX_ROWS, {"ids": ids})}
+                rows = [found[i] for i in ids if i in found]
         return InboxPage(rows, total, page, per_page)
 
+    @staticmethod
+    def _inbox_total(session: Session, lanes: list, keys: list, process_id: Optional[str], overdue: bool,
+                     params: dict) -> int:
+        """COUNT(*) straight on the table: answered from ix_human_task_inbox alone."""
+        if not lanes or not keys:
+            return 0
+        return session.scalar(_inbox_count_statement(bool(process_id), overdue), params) or 0
+
     def inbox_count(self, user: User) -> int:
-        query = self._inbox_query(user, None, False)
+        lanes, keys = sorted(set(user.roles or [])), list(dict.fromkeys(user.scope_keys()))
         with self.db.read() as session:
-            return session.scalar(select(func.count()).select_from(query.subquery())) or 0
+            return self._inbox_total(session, lanes, keys, None, False, {"lanes": lanes, "keys": keys})
 
     def may_act(self, user: User, row: HumanTask) -> bool:
         return bool(user.active) and authz.may_act(user.roles or [], user.scope_keys(), row.lane, row.scope)
 
-    def _authorised_row(self, session: Session, user: User, task_id: str) -> HumanTask:
-        row = session.get(HumanTask, str(task_id))
+    def _authorised_row(self, session: Session, user: User, task_id: str, *, orm: bool = True):
+        """The inbox row if this user may act on it (TaskNotFound / NotAllowed otherwise).
+
+        With orm=False the row is a plain (read-only) Core row: cheaper, for complete().
+        """
+        if orm:
+            row = session.get(HumanTask, str(task_id))
+        else:
+            row = session.execute(_TASK_ROW, {"task_id": str(task_id)}).first()
         if row is None:
             raise TaskNotFound(task_id)
         if not self.may_act(user, row):
@@ -390,7 +435,7 @@ class Engine:
         data = dict(data or {})
         try:
             with self._budget(), self.db.transaction() as session:
-                row = self._authorised_row(session, user, task_id)
+                row = self._authorised_row(session, user, task_id, orm=False)
                 if row.status != "open":
                     who = f" by {row.completed_by}" if row.completed_by else ""
                     raise StaleInstance(row.instance_id, f"task '{row.title}' was already {row.status}{who}")
@@ -405,7 +450,7 @@ class Engine:
                     raise StaleInstance(row.instance_id, "task is no longer ready")
                 task.data.update(history.plain(data))
                 now = clock.now()
-                row.status, row.completed_by, row.completed_at = "completed", user.username, now
+                self._close_human_task(session, row.id, "completed", now, user.username)
                 history.append(session, chain=history.instance_chain(row.instance_id),
                                kind="task_completed", actor=user.username, at=now,
                                instance_id=row.instance_id, task_id=row.id, bpmn_id=row.bpmn_id,
@@ -484,53 +529,102 @@ class Engine:
         row.state = runtime.dump_state(workflow)
         row.serializer_version = runtime.SERIALIZER_VERSION
         row.updated_at = now
-        session.flush()
+        self._write_instance(session, row)
         if runtime.reusable(workflow):
             self._keep_after_commit(session, loaded)
         else:
             session.info.get("cleanaudit_workflows", {}).pop(row.id, None)
         return follow_ups
 
+    def _write_instance(self, session: Session, row: Instance) -> None:
+        """Write the instance's changed columns with the optimistic lock the ORM would use.
+
+        UPDATE ... SET ..., lock_version = old + 1 WHERE id = ? AND lock_version = old; no row
+        means another transaction saved it first (StaleDataError, as from a flush). One Core
+        statement instead of a unit-of-work flush on every save.
+        """
+        state = sa_inspect(row)
+        if state.pending or state.transient or state.deleted or not state.has_identity:
+            session.flush()
+            return
+        values = {}
+        for key, old in state.committed_state.items():
+            new = state.dict.get(key)
+            if key != "lock_version" and new != old:
+                values[key] = new
+        if not values:
+            return
+        table = Instance.__table__
+        old_version = row.lock_version
+        new_version = old_version + 1
+        result = session.execute(
+            update(table).where(table.c.id == row.id, table.c.lock_version == old_version)
+            .values(**values, lock_version=new_version))
+        if result.rowcount != 1:
+            exc = StaleDataError(f"instance {row.id} was saved by another transaction (lock version "
+                                 f"{old_version} is gone)")
+            exc.instance_id = row.id
+            raise exc
+        for key, value in values.items():
+            set_committed_value(row, key, value)
+        set_committed_value(row, "lock_version", new_version)
+
     def _incident_open(self, loaded: _Loaded) -> bool:
         return bool(loaded.workflow.get_tasks(state=TaskState.ERROR))
 
-    def _sync_human_tasks(self, session: Session, loaded: _Loaded, now: datetime) -> None:
-        row, workflow = loaded.row, loaded.workflow
-        open_rows = {r.id: r for r in session.scalars(select(HumanTask).where(
-            HumanTask.instance_id == row.id, HumanTask.status == "open"))}
-        ready = {str(t.id): t for t in runtime.ready_user_tasks(workflow)}
-        for task_id, existing in open_rows.items():
-            if task_id not in ready:
-                existing.status, existing.completed_at = "cancelled", now
-        for task_id, task in ready.items():
-            if task_id in open_rows:
-                continue
-            session.add(self._human_task_row(session, row, task, now))
+    def _close_human_task(self, session: Session, task_id: str, status: str, now: datetime,
+                          by: Optional[str] = None) -> None:
+        """Mark an inbox row completed or cancelled: one Core UPDATE, a loaded row kept in step."""
+        values = {"status": status, "completed_at": now}
+        if by is None:
+            session.execute(_CANCEL_TASK, {"task_id": task_id, "new_status": status, "at": now})
+        else:
+            values["completed_by"] = by
+            session.execute(_COMPLETE_TASK, {"task_id": task_id, "new_status": status, "at": now, "by": by})
+        loaded_row = session.identity_map.get(session.identity_key(HumanTask, task_id))
+        if loaded_row is not None:
+            for key, value in values.items():
+                set_committed_value(loaded_row, key, value)
 
-    def _human_task_row(self, session: Session, instance: Instance, task, now: datetime) -> HumanTask:
+    def _sync_human_tasks(self, session: Session, loaded: _Loaded, now: datetime) -> None:
+        """Keep the inbox rows in step with the READY user tasks (Core statements: this runs on every save)."""
+        row, workflow = loaded.row, loaded.workflow
+        table = HumanTask.__table__
+        open_ids = set(session.scalars(_OPEN_TASK_IDS, {"instance_id": row.id}))
+        ready = {str(t.id): t for t in runtime.ready_user_tasks(workflow)}
+        for task_id in open_ids:
+            if task_id not in ready:
+                self._close_human_task(session, task_id, "cancelled", now)
+        new_rows = [task for task_id, task in ready.items() if task_id not in open_ids]
+        if new_rows:
+            helpers = engine_helpers(self.script_engine(session))
+            session.execute(insert(table), [self._human_task_values(row, task, now, helpers)
+                                            for task in new_rows])
+
+    def _human_task_values(self, instance: Instance, task, now: datetime, helpers: dict) -> dict:
+        """The inbox row of a READY user task: scope and due date evaluated over the task data."""
         props = runtime.user_task_properties(task)
         lane = task.task_spec.lane or ""
         from .scripting import evaluate_expression
-        engine = self.script_engine(session)
         expression = props.get("scope") or authz.default_scope_expression(lane)
         try:
-            scope = str(evaluate_expression(expression, task.data, helpers=engine_helpers(engine)))
+            scope = str(evaluate_expression(expression, task.data, helpers=helpers))
         except Exception as exc:
             raise ScriptError(f"scope of task {task.task_spec.name} ({expression}): {_describe(exc)}") from exc
         due_at = None
         if props.get("due"):
             try:
-                value = evaluate_expression(props["due"], task.data, helpers=engine_helpers(engine))
+                value = evaluate_expression(props["due"], task.data, helpers=helpers)
                 due_at = _to_datetime(value)
             except Exception as exc:
                 raise ScriptError(f"due date of task {task.task_spec.name}: {_describe(exc)}") from exc
-        return HumanTask(
+        return dict(
             id=str(task.id), instance_id=instance.id, process_id=instance.process_id,
             bpmn_id=task.task_spec.name, title=task.task_spec.bpmn_name or task.task_spec.name,
             lane=lane, scope=scope, form=props.get("formJsonSchemaFilename"),
-            form_process_id=_form_process_id(task, instance), article=props.get("article"),
+            form_process_id=task.workflow.spec.name, article=props.get("article"),
             enterprise_name=(task.data.get("enterprise_name") or None), due_at=due_at,
-            status="open", created_at=now)
+            status="open", created_at=now, completed_at=None, completed_by=None)
 
     def _sync_waits(self, session: Session, loaded: _Loaded) -> None:
         """Keep the instance's message_wait rows equal to what it waits for (untouched when equal)."""
@@ -592,7 +686,7 @@ class Engine:
                            actor=ENGINE_ACTOR, at=now, instance_id=target.row.id,
                            data={"message": name, "from_instance": source_instance_id, "payload": payload})
             return target
-        starters = [v for v in self._latest_versions(session) if name in (v.start_messages or [])]
+        starters = self._starter_versions(session, name)
         if starters:
             version = starters[0]
             start_data = dict(payload)
@@ -614,11 +708,33 @@ class Engine:
                            instance_id=source_instance_id, data={"message": name})
         return None
 
+    def _starter_versions(self, session: Session, name: str) -> list[ProcessVersion]:
+        """The latest versions whose start event catches the message `name`, by process id.
+
+        Asked on every delivery: the start messages of the latest versions are read as plain
+        columns, and only a matching version is loaded (its XML and spec text left unread).
+        """
+        newest = select(ProcessVersion.process_id, func.max(ProcessVersion.version_no).label("n")) \
+            .group_by(ProcessVersion.process_id).subquery()
+        table = ProcessVersion.__table__
+        ids = [version_id for version_id, messages in session.execute(
+            select(table.c.id, table.c.start_messages).join(newest, and_(
+                table.c.process_id == newest.c.process_id, table.c.version_no == newest.c.n))
+            .order_by(table.c.process_id)) if name in (messages or [])]
+        if not ids:
+            return []
+        found = {v.id: v for v in session.scalars(
+            select(ProcessVersion).where(ProcessVersion.id.in_(ids))
+            .options(defer(ProcessVersion.bpmn_xml), defer(ProcessVersion.spec_json)))}
+        return [found[i] for i in ids]
+
     def _latest_versions(self, session: Session) -> list[ProcessVersion]:
         newest = select(ProcessVersion.process_id, func.max(ProcessVersion.version_no).label("n")) \
             .group_by(ProcessVersion.process_id).subquery()
+        # Every delivery asks this: leave the XML and the serialised spec unread (loaded on access).
         return list(session.scalars(select(ProcessVersion).join(newest, and_(
             ProcessVersion.process_id == newest.c.process_id, ProcessVersion.version_no == newest.c.n))
+            .options(defer(ProcessVersion.bpmn_xml), defer(ProcessVersion.spec_json))
             .order_by(ProcessVersion.process_id)))
 
     def send_message(self, name: str, payload: Optional[dict] = None, correlations: Optional[dict] = None,
@@ -725,6 +841,73 @@ class Engine:
             data = copy.deepcopy(dict(last.data)) if last is not None else {}
             self._keep_after_commit(session, loaded)
             return data
+
+
+# ---------------------------------------------------------------------- hot-path statements
+# Built once: a statement built per call costs more than running it (cache keys of its values).
+_HUMAN = HumanTask.__table__
+_TASK_ROW = select(_HUMAN).where(_HUMAN.c.id == bindparam("task_id"))
+_OPEN_TASK_IDS = select(_HUMAN.c.id).where(_HUMAN.c.instance_id == bindparam("instance_id"),
+                                            _HUMAN.c.status == "open")
+_CANCEL_TASK = (update(_HUMAN).where(_HUMAN.c.id == bindparam("task_id"))
+                .values(status=bindparam("new_status"), completed_at=bindparam("at")))
+_COMPLETE_TASK = (update(_HUMAN).where(_HUMAN.c.id == bindparam("task_id"))
+                  .values(status=bindparam("new_status"), completed_at=bindparam("at"),
+                          completed_by=bindparam("by")))
+
+
+# ---------------------------------------------------------------------- inbox statements
+# Built once per shape and reused: building and hashing a statement of a dozen sub-selects would
+# cost more than running it.
+_HT = HumanTask.__table__
+_INBOX_ROWS = select(HumanTask).where(HumanTask.id.in_(bindparam("ids", expanding=True)))
+_INBOX_SHAPES: dict = {}
+
+
+def _inbox_filters(with_process: bool, overdue: bool) -> list:
+    extra = []
+    if with_process:
+        extra.append(_HT.c.process_id == bindparam("process_id"))
+    if overdue:
+        extra.append(_HT.c.due_at < bindparam("now", type_=HumanTask.due_at.type))
+    return extra
+
+
+def _inbox_count_statement(with_process: bool, overdue: bool):
+    key = ("count", with_process, overdue)
+    statement = _INBOX_SHAPES.get(key)
+    if statement is None:
+        statement = _INBOX_SHAPES[key] = select(func.count()).select_from(_HT).where(
+            _HT.c.status == "open", _HT.c.lane.in_(bindparam("lanes", expanding=True)),
+            _HT.c.scope.in_(bindparam("keys", expanding=True)), *_inbox_filters(with_process, overdue))
+    return statement
+
+
+def _inbox_page_statement(lanes: int, keys: int, with_process: bool, overdue: bool):
+    key = ("page", lanes, keys, with_process, overdue)
+    statement = _INBOX_SHAPES.get(key)
+    if statement is None:
+        extra = _inbox_filters(with_process, overdue)
+        wanted = bindparam("wanted", type_=Integer)
+        parts = []
+        for i in range(lanes):
+            for j in range(keys):
+                base = select(_HT.c.id, _HT.c.due_at, _HT.c.created_at).where(
+                    _HT.c.status == "open", _HT.c.lane == bindparam(f"lane_{i}"),
+                    _HT.c.scope == bindparam(f"key_{j}"), *extra)
+                parts.append(base.where(_HT.c.due_at.is_not(None))
+                             .order_by(_HT.c.due_at, _HT.c.created_at).limit(wanted).subquery())
+                if not overdue:  # a task without a due date is never overdue
+                    parts.append(base.where(_HT.c.due_at.is_(None))
+                                 .order_by(_HT.c.created_at).limit(wanted).subquery())
+        merged = union_all(*[select(part) for part in parts]).subquery()
+        statement = (select(merged.c.id)
+                     .order_by(merged.c.due_at.is_(None), merged.c.due_at, merged.c.created_at)
+                     .offset(bindparam("offset", type_=Integer)).limit(bindparam("per_page", type_=Integer)))
+        if len(_INBOX_SHAPES) > 512:
+            _INBOX_SHAPES.clear()
+        _INBOX_SHAPES[key] = statement
+    return statement
 
 
 # ---------------------------------------------------------------------- helpers

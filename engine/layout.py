@@ -617,18 +617,22 @@ class _Container:
         return total
 
     def _order(self) -> None:
+        """Barycentre sweeps over the columns; the branch-order constraints are applied to every
+        column as it is sorted, and the ordering with the fewest crossings is kept."""
         grid = self._blocks()
+        self.grid = grid
+        self._keep_branch_order()
         cols = sorted({c for c, _ in grid})
         best = {k: list(v) for k, v in grid.items()}
         best_cross = self._crossings(grid)
-        for sweep in range(6):
+        for sweep in range(8):
             forward = sweep % 2 == 0
             pos = self._positions(grid)
             for c in (cols if forward else list(reversed(cols))):
                 for key in [k for k in grid if k[0] == c]:
                     heads = grid[key]
                     bary = {}
-                    for i, h in enumerate(heads):
+                    for h in heads:
                         ns = []
                         for m in self._members(h):
                             ns += self.left[m] if forward else self.right[m]
@@ -639,6 +643,7 @@ class _Container:
                                    key=lambda h: (bary[h], heads.index(h)))
                     it = iter(known)
                     grid[key] = [next(it) if bary[h] is not None else h for h in heads]
+                    self._keep_branch_order(key)
                     i = 0
                     for h in grid[key]:
                         for m in self._members(h):
@@ -649,21 +654,22 @@ class _Container:
                 best_cross = cross
                 best = {k: list(v) for k, v in grid.items()}
         self.grid = best
-        self._keep_branch_order()
 
-    def _keep_branch_order(self) -> None:
+    def _keep_branch_order(self, only=None) -> None:
         """The flows of one node keep their document order inside a column and band: SpiffWorkflow
         orders a node's outputs by the y coordinates of the targets (and tests an exclusive
         gateway's conditions in that order). A flow is represented by its first grid item after
         the source (its first dummy, or the target)."""
         outs: dict[str, list] = {}
         for f in self.flows:
-            if not f.back:
+            if not f.back and self._order_matters(f):
                 outs.setdefault(f.source, []).append(f.dummies[0] if f.dummies else f.tgt)
         for source, firsts in outs.items():
             if len(firsts) < 2:
                 continue
             for key, heads in self.grid.items():
+                if only is not None and key != only:
+                    continue
                 mine = []
                 for t in firsts:
                     if t in heads and t not in mine:
@@ -673,6 +679,14 @@ class _Container:
                 slots = sorted(heads.index(t) for t in mine)
                 for i, t in zip(slots, mine):
                     heads[i] = t
+
+    def _order_matters(self, f: Flow) -> bool:
+        """Does SpiffWorkflow's order of this flow among its source's outputs change anything?
+        Not for the default flow or a flow without condition of an exclusive/inclusive gateway."""
+        el = self.nodes[f.source].el if f.source in self.nodes else self.boundary[f.source]
+        if _local(el) in ("exclusiveGateway", "inclusiveGateway"):
+            return f.id != el.get("default") and bool(_children(f.el, "conditionExpression"))
+        return True
 
     # ------------------------------------------------------------------ rows
     def _rows(self) -> None:
@@ -1104,7 +1118,10 @@ class _Container:
                 sizes = [_label_size(text, 120), _label_size(text, 64)]
                 own = set(zip(pts, pts[1:]))
                 others = [seg for seg in segments if seg not in own]
-                label = _place_label(_edge_label_candidates(pts, sizes), None, others, obstacles, placed)
+                shared = any(other_id != eid and len(other) > 1 and other[0] == pts[0] and
+                             _same_direction(other, pts) for other_id, other, _el in edges)
+                label = _place_label(_edge_label_candidates(pts, sizes, near_end=shared), None, others,
+                                     obstacles, placed)
                 placed.append(label)
             d.edges.append((eid, pts, label))
         d.order_changes = self._order_changes()
@@ -1120,10 +1137,7 @@ class _Container:
             outs.setdefault(f.source, []).append(f)
         changes = []
         for source, flows in outs.items():
-            el = self.nodes[source].el if source in self.nodes else self.boundary[source]
-            if _local(el) in ("exclusiveGateway", "inclusiveGateway"):
-                default = el.get("default")
-                flows = [f for f in flows if f.id != default and _children(f.el, "conditionExpression")]
+            flows = [f for f in flows if self._order_matters(f)]
             if len(flows) < 2:
                 continue
             ys = [self.items[f.tgt].box.y for f in flows]
@@ -1148,12 +1162,20 @@ def _shape_label_candidates(box: Box, w: int, h: int) -> list:
     ]
 
 
-def _edge_label_candidates(pts: list, sizes: list) -> list:
-    """Label positions along the first two and the last segment of a flow, best first."""
+def _same_direction(a: list, b: list) -> bool:
+    """Do two paths from one point leave in the same direction (sharing their first segment)?"""
+    (ax, ay), (bx, by) = a[1], b[1]
+    (x0, y0) = a[0]
+    return (ax - x0 > 0) == (bx - x0 > 0) and (ay - y0 > 0) == (by - y0 > 0) and \
+        (ax == x0) == (bx == x0)
+
+
+def _edge_label_candidates(pts: list, sizes: list, near_end: bool = False) -> list:
+    """Label positions along the first two and the last segment of a flow, best first; near its
+    end first when the flow shares its first segment with a sibling."""
     out = []
     n = len(pts) - 1
-    # a flow leaving vertically often shares that trunk with its siblings: name it near its end
-    first = (n - 1, 0, 1) if n > 1 and pts[0][0] == pts[1][0] else (0, 1, n - 1)
+    first = (n - 1, 0, 1) if n > 1 and near_end else (0, 1, n - 1)
     segs = [i for i in first if 0 <= i < n]
     for w, h in sizes:
         for i in dict.fromkeys(segs):
@@ -1877,6 +1899,12 @@ def order_changes(xml: bytes) -> list[str]:
     """Ids of nodes whose outgoing flows SpiffWorkflow will order (by the targets' y) differently
     from the document order, once `xml` is laid out."""
     return layout_document(xml).order_changes
+
+
+def strip_di(xml: bytes, filename: str = "process.bpmn") -> bytes:
+    """`xml` without its bpmndi:BPMNDiagram elements (everything else byte for byte). SpiffWorkflow
+    then orders every node's outputs in document order again."""
+    return _without_diagrams(bytes(xml).decode("utf-8"), filename).encode("utf-8")
 
 
 def has_any_di(xml) -> bool:

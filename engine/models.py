@@ -141,7 +141,9 @@ class HumanTask(Base):
 
     __tablename__ = "human_task"
     __table_args__ = (
-        Index("ix_human_task_inbox", "status", "lane", "scope", "due_at"),
+        # The inbox: one index range per (lane, scope) pair, already in due order, covering the count
+        # and the process / overdue filters (see Engine.inbox).
+        Index("ix_human_task_inbox", "status", "lane", "scope", "due_at", "created_at", "process_id"),
         Index("ix_human_task_instance_status", "instance_id", "status"),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)  # the SpiffWorkflow task id

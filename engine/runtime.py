@@ -69,9 +69,60 @@ def install() -> None:
         # a sub-process, hangs the parser — an uploaded file could hang validation.
         from SpiffWorkflow.bpmn.parser.node_parser import NodeParser
         NodeParser._resolve_data_object_ref = _resolve_data_object_ref
+        # A parallel join inside a loop counted the join tasks left by an earlier pass as tokens:
+        # in the second round it fired as soon as one branch finished (a list published twice,
+        # once before the second agency answered).
+        from SpiffWorkflow.bpmn.specs.mixins.parallel_gateway import ParallelGateway
+        ParallelGateway._check_threshold_unstructured = _parallel_join_ready
         from . import clock
         clock.install()
         _installed = True
+
+
+def _ancestor_ids(task) -> list:
+    ids, parent = [], task.parent
+    while parent is not None:  # iterative: a long loop makes the tree deeper than the recursion limit
+        ids.append(parent.id)
+        parent = parent.parent
+    return ids
+
+
+def _parallel_join_ready(self, my_task) -> bool:
+    """SpiffWorkflow's parallel-join rule, counting only the tokens of the current pass of a loop.
+
+    Join tasks of one pass cancel each other as branches arrive, so a CANCELLED join can still be a
+    token of this pass; but one left by an earlier pass through a loop is not. A task belongs to
+    this pass when it descends from the join that fired last (the nearest completed ancestor of
+    the same spec), or when there is none.
+    """
+    waiting_inputs = set(self.inputs)
+    my_ancestors = _ancestor_ids(my_task)
+    ancestor_set = set(my_ancestors)
+    previous_pass = None
+    for ancestor_id in my_ancestors:
+        ancestor = my_task.workflow.tasks.get(ancestor_id)
+        if ancestor is not None and ancestor.task_spec == self and ancestor.state == TaskState.COMPLETED:
+            previous_pass = ancestor_id
+            break
+
+    def remove_ancestor(task):
+        while task is not None:
+            if task.task_spec in waiting_inputs:
+                waiting_inputs.remove(task.task_spec)
+                return
+            task = task.parent
+
+    for task in my_task.workflow.get_tasks(spec_name=self.name):
+        task_ancestors = _ancestor_ids(task)
+        if my_task.id in task_ancestors:
+            remove_ancestor(task)
+        elif task.id in ancestor_set:
+            continue
+        elif previous_pass is not None and previous_pass not in task_ancestors:
+            continue  # a token of an earlier pass through the loop
+        elif task.parent.state == TaskState.COMPLETED and task.parent.task_spec in waiting_inputs:
+            waiting_inputs.remove(task.parent.task_spec)
+    return len(waiting_inputs) == 0
 
 
 def _resolve_data_object_ref(self, ref):

@@ -11,7 +11,7 @@ from flask_login import current_user, login_user, logout_user
 from sqlalchemy import delete, func, select
 
 from engine import clock
-from engine.accounts import find_user, verify_password
+from engine.accounts import find_user, hash_password, verify_password
 from engine.models import LoginAttempt, User
 
 from .access import LoginUser, get_engine
@@ -43,6 +43,16 @@ def _recent_failures(session, username: str, address: str) -> tuple[int, int]:
     return by_user, by_address
 
 
+_dummy_hash: list[str] = []
+
+
+def _spend_a_hash(password: str) -> None:
+    from werkzeug.security import check_password_hash
+    if not _dummy_hash:
+        _dummy_hash.append(hash_password("not-a-password"))
+    check_password_hash(_dummy_hash[0], password)
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     if current_user.is_authenticated and request.method == "GET":
@@ -63,6 +73,8 @@ def login():
             return render_template("login.html", next_url=next_url, username=username,
                                    error=message), 429
         user = find_user(db, username) if username else None
+        if user is None:
+            _spend_a_hash(password)    # an unknown name answers as slowly as a wrong password
         ok = user is not None and verify_password(user, password)
         if not ok:
             db.add(LoginAttempt(username=username or "-", address=address, at=clock.now()))

@@ -19,19 +19,29 @@ class Item:
     file_id: Optional[str] = None
 
 
-def process_forms(engine, process_id: str) -> dict[str, Any]:
-    """Top-level field name -> the Form of this process that asks for it (first file wins)."""
-    folder = engine.forms.forms_dir / process_id
+def process_forms(engine, process_id: str, current_form=None) -> dict[str, Any]:
+    """Top-level field name -> the Form of this process that asks for it (first file wins).
+
+    Looks in forms/<process_id>/ and in the folder of the current form (a form named with a
+    folder, e.g. `mandatory_audit/publish_emissions.schema.json`, may live elsewhere).
+    """
+    root = engine.forms.forms_dir
+    folders = [root / process_id]
+    if current_form is not None and getattr(current_form, "path", None) is not None:
+        folders.append(current_form.path.parent)
     found: dict[str, Any] = {}
-    if not folder.is_dir():
-        return found
-    for path in sorted(folder.glob("*.schema.json")):
-        try:
-            form = engine.forms.load(process_id, path.name)
-        except Exception:  # a broken form file must not hide the task; the validator reports it
+    seen = set()
+    for folder in folders:
+        if not folder.is_dir() or folder.resolve() in seen:
             continue
-        for name in (form.schema.get("properties") or {}):
-            found.setdefault(name, form)
+        seen.add(folder.resolve())
+        for path in sorted(folder.glob("*.schema.json")):
+            try:
+                form = engine.forms.load(folder.name, path.name)
+            except Exception:  # a broken form file must not hide the task; the validator reports it
+                continue
+            for name in (form.schema.get("properties") or {}):
+                found.setdefault(name, form)
     return found
 
 
@@ -98,7 +108,7 @@ def generic_item(key: str, value: Any) -> Item:
 
 def earlier_items(engine, process_id: str, data: dict, current_form, lang: str) -> list[Item]:
     """The task data a user sees read-only: values asked by this process's forms, known keys."""
-    forms = process_forms(engine, process_id)
+    forms = process_forms(engine, process_id, current_form)
     current = set((current_form.schema.get("properties") or {}).keys()) if current_form else set()
     items = []
     for key, value in data.items():

@@ -150,6 +150,19 @@ def due_state(due_at: Optional[datetime]) -> Optional[str]:
     return None
 
 
+def division_choices(lang: str) -> list[tuple[str, str]]:
+    """(code, "code name") of every division, for fields of format "division-code"."""
+    from flask import current_app
+    cache = current_app.extensions.setdefault("webui_division_choices", {})
+    if lang not in cache:
+        from engine.models import Division
+        from .access import get_engine
+        with get_engine().db.read() as session:
+            rows = session.scalars(select(Division).order_by(Division.code)).all()
+            cache[lang] = [(d.code, f"{d.code} {d.name_en if lang == 'en' else d.name_zh}") for d in rows]
+    return cache[lang]
+
+
 def process_names() -> dict[str, str]:
     """process id -> name of its newest deployed version, once per request."""
     if "process_names" not in g:

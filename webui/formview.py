@@ -4,6 +4,7 @@ HTML names follow engine.forms.coerce: `field`, `group-field`, `rows-<i>-column`
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -84,11 +85,14 @@ def _types(schema: dict) -> set[str]:
 class FormView:
     """Builds the drawable fields of an engine.forms.Form in one language."""
 
-    def __init__(self, form, lang: str, values: Optional[dict] = None, messages: Optional[dict] = None):
+    def __init__(self, form, lang: str, values: Optional[dict] = None, messages: Optional[dict] = None,
+                 choices: Optional[dict] = None):
         self.form = form
         self.lang = lang
         self.values = values or {}
         self.messages = messages or {}
+        # options for string formats that have a known list of values, e.g. "division-code"
+        self.choices = choices or {}
         self.used_paths: set[str] = set()
 
     # ---- texts
@@ -126,7 +130,10 @@ class FormView:
                 continue
             pointer, schema = found
             types = _types(schema)
-            if "array" in types:
+            if "array" in types and self._item_options(name):
+                out.append(self._scalar(name, name, pointer, schema, name in required,
+                                        self.values.get(name), [name]))
+            elif "array" in types:
                 out.append(self._rows(name, pointer, schema, name in required))
             elif "object" in types:
                 out.append(self._group(name, pointer, schema))
@@ -134,6 +141,10 @@ class FormView:
                 out.append(self._scalar(name, name, pointer, schema, name in required,
                                         self.values.get(name), [name]))
         return out
+
+    def _item_options(self, path: str) -> list[tuple[str, str]]:
+        found = self.form.schema_at(re.sub(r"(^|/)__index__(/|$)", r"\g<1>0\2", path) + "/0")
+        return self._options(found[0], found[1]) if found else []
 
     def summary(self) -> list[tuple[str, str]]:
         """Every message with its label, and the id of the field it belongs to ('' if none shows it)."""
@@ -150,7 +161,14 @@ class FormView:
         types = _types(schema)
         options = self._options(pointer, schema)
         fmt = schema.get("format")
-        if widget in ("hidden", "file"):
+        if not options and fmt in self.choices and widget not in ("hidden", "file"):
+            options = list(self.choices[fmt])
+        if "array" in types:
+            # a list of values: checkboxes when the values are known, else typed comma-separated
+            options = self._item_options(path)
+            widget = "checkboxes" if options else "list"
+            value = [_as_text(v) for v in value] if isinstance(value, list) else []
+        elif widget in ("hidden", "file"):
             pass
         elif options:
             widget = "radio" if widget == "radio" else "select"
@@ -235,6 +253,30 @@ class FormView:
                     min_items=min_items, max_items=schema.get("maxItems"), scalar=scalar)
 
 
+LIST_SEPARATORS = re.compile(r"[,，、;；\s]+")
+
+
+def split_lists(form, raw):
+    """The submission with typed lists ("a, b") split into repeated values, as coerce expects them."""
+    from werkzeug.datastructures import MultiDict
+    out = MultiDict()
+    for key, values in raw.lists():
+        located = form.schema_at(key.replace("-", "/")) if "-" in key or key in (form.schema.get("properties") or {}) else None
+        schema = located[1] if located else {}
+        items = schema.get("items") if isinstance(schema, dict) else None
+        is_typed_list = ("array" in _types(schema) and isinstance(items, dict)
+                         and "object" not in _types(items) and len(values) == 1
+                         and not any(k in items for k in ("enum", "oneOf", "anyOf", "const")))
+        if is_typed_list:
+            for part in LIST_SEPARATORS.split(values[0].strip()):
+                if part:
+                    out.add(key, part)
+        else:
+            for value in values:
+                out.add(key, value)
+    return out
+
+
 def _as_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -244,6 +286,10 @@ def _as_text(value: Any) -> str:
 
 
 def _as_input(value: Any, widget: str) -> Any:
+    if widget == "checkboxes":
+        return value
+    if widget == "list":
+        return ", ".join(value)
     if widget == "checkbox":
         return bool(value) if isinstance(value, bool) else str(value).lower() in ("true", "on", "1")
     return _as_text(value)

@@ -37,20 +37,20 @@ def chinese_number(n: int) -> str:
     return ("" if tens == 1 else _DIGITS[tens]) + "十" + ("" if ones == 0 else _DIGITS[ones])
 
 
-_ARTICLE = re.compile(r"^\s*Art\.?\s*(\d+)\s*$", re.IGNORECASE)
+_ARTICLE = re.compile(r"^\s*Arts?\.?\s*(\d+(?:\s*(?:,|，|、|and|&)\s*\d+)*)\s*$", re.IGNORECASE)
 
 
 def article_label(article: str | None) -> str:
-    """'Art. 10' -> '第十条' in Chinese, 'Art. 10' in English; other text unchanged."""
+    """'Art. 10' -> '第十条', 'Art. 15, 19' -> '第十五条、第十九条' in Chinese; English unchanged."""
     if not article:
         return ""
     match = _ARTICLE.match(article)
     if not match:
         return article
-    number = int(match.group(1))
+    numbers = [int(n) for n in re.findall(r"\d+", match.group(1))]
     if lang() == "en":
-        return f"Art. {number}"
-    return f"第{chinese_number(number)}条"
+        return ("Art. " if len(numbers) == 1 else "Arts. ") + ", ".join(str(n) for n in numbers)
+    return "、".join(f"第{chinese_number(n)}条" for n in numbers)
 
 
 def role_name(role: str) -> str:

@@ -30,9 +30,13 @@ def start_data(user) -> dict:
     if user.organisation_id is not None:
         with get_engine().db.read() as session:
             org = session.get(Organisation, user.organisation_id)
+        if org is not None:
+            # the starting organisation, so that forms asking for these start filled in
+            data.update(credit_code=org.credit_code, division_code=org.division_code)
+            data.update({k: v for k, v in (("legal_representative", org.legal_representative),
+                                           ("address", org.address)) if v})
         if org is not None and org.kind == "enterprise":
-            data.update(enterprise_id=org.id, enterprise_name=org.name, credit_code=org.credit_code,
-                        jurisdiction_code=org.division_code)
+            data.update(enterprise_id=org.id, enterprise_name=org.name, jurisdiction_code=org.division_code)
         elif org is not None:
             data.update(agency_id=org.id, agency_name=org.name, agency_credit_code=org.credit_code)
     return data
@@ -67,6 +71,10 @@ def start(process_id: str):
         return render_template("error.html", status=403, title=_("无权发起"),
                                explanation=_("您的角色不能发起此流程。"), detail=""), 403
     instance_id = engine.start(process_id, actor=user, data=start_data(user))
+    if engine.instance(instance_id).status == "incident":
+        flash(flash_text(_("已发起：%(name)s，但自动处理步骤出错，已转系统管理员处理（实例 %(id)d）。"),
+                         name=process_name(process_id), id=instance_id), "error")
+        return redirect(url_for("inbox.index"))
     flash(flash_text(_("已发起：%(name)s"), name=process_name(process_id)), "success")
     with engine.db.read() as session:
         first = session.scalars(select(HumanTask).where(
@@ -74,4 +82,5 @@ def start(process_id: str):
     mine = [row for row in first if engine.may_act(user, row)]
     if mine:
         return redirect(url_for("tasks.show", task_id=mine[0].id))
+    flash(_("下一步无需您办理。"), "info")
     return redirect(url_for("inbox.index"))

@@ -14,8 +14,8 @@ from engine.models import HumanTask, Upload
 from . import files
 from .access import get_engine
 from .dataview import earlier_items
-from .display import flash_text
-from .formview import FormView
+from .display import division_choices, flash_text
+from .formview import FormView, split_lists
 from .i18n import lang
 
 bp = Blueprint("tasks", __name__)
@@ -44,7 +44,8 @@ def _form_values(view, data: dict) -> dict:
 def render_task(view, values: dict, messages: dict | None = None):
     engine = get_engine()
     language = lang()
-    form_view = FormView(view.form, language, values, messages) if view.form is not None else None
+    form_view = FormView(view.form, language, values, messages,
+                         choices={"division-code": division_choices(language)}) if view.form is not None else None
     fields = form_view.fields() if form_view else []
     file_ids = [f.value for f in fields if getattr(f, "widget", "") == "file" and f.value]
     earlier = earlier_items(engine, view.task.form_process_id, view.data, view.form, language)
@@ -89,7 +90,7 @@ def complete(task_id: str):
         flash(flash_text(_("已办理：%(title)s"), title=view.task.title), "success")
         return redirect(url_for("inbox.index"))
 
-    data = view.form.coerce(request.form)
+    data = view.form.coerce(split_lists(view.form, request.form))
     action = request.form.get("_action", "")
     if action.startswith("add:"):
         # adding a row without JavaScript: show the form again, one row longer, nothing saved

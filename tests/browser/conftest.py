@@ -65,8 +65,10 @@ def live(tmp_path):
         site.engine.db.dispose()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Chromium for one test module: Playwright's sync API allows one running instance per process,
+    so it is closed before other folders' browser tests start theirs."""
     if not Path(CHROMIUM).exists():
         message = f"{CHROMIUM} is missing (apt-get install chromium)"
         if os.environ.get("CI"):

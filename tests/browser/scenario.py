@@ -48,6 +48,16 @@ DISCLOSURE_SCALARS = {
 FIXTURE = Scenario(name="fixture", scalars=DISCLOSURE_SCALARS, rows=POLLUTANT_ROWS,
                    prepare=lambda site: site.start_disclosure("ent-a"))
 
-# The demo has ent-a's emission disclosure open already (issue 6, "Demo").
-DEMO = Scenario(name="demo", scalars=DISCLOSURE_SCALARS, rows=POLLUTANT_ROWS,
-                disclosure_task="publish_emissions", review_task="verify_emissions")
+# The demo (engine/demo.py): ent-a has its emission disclosure of the mandatory audit open
+# (processes/mandatory_audit.bpmn, forms/mandatory_audit/publish_emissions + verify_disclosure).
+DEMO_ROWS = [
+    {"name": "化学需氧量", "medium": "water", "discharge_mode": "indirect", "concentration": "85.5",
+     "unit": "mg/L", "standard_limit": "100", "annual_total_t": "12.4", "exceeds": False, "over_quota": False},
+    {"name": "二氧化硫", "medium": "air", "discharge_mode": "organised_continuous", "concentration": "320",
+     "unit": "mg/m³", "standard_limit": "200", "annual_total_t": "48", "exceeds": True, "over_quota": False},
+]
+DEMO = Scenario(name="demo", enterprise_name="乌鲁木齐天山化工有限公司",
+                scalars={**DISCLOSURE_SCALARS, "enterprise_name": "乌鲁木齐天山化工有限公司",
+                         "uscc": "91650102MA77A1B2CD", "checked_on": "2025-03-20"},
+                rows=DEMO_ROWS, disclosure_task="publish_emissions", review_task="verify_disclosure",
+                decision_field="verification", reason_field="verification_reason")

@@ -31,7 +31,9 @@ def fill_disclosure(page, scenario, rows=None):
             cell = tr.locator(f'[name$="-{column}"]')
             if cell.count() == 0:
                 continue
-            if isinstance(value, bool):
+            if isinstance(value, bool) and cell.first.get_attribute("type") == "radio":
+                tr.locator(f'[name$="-{column}"][value={"true" if value else "false"}]').check()
+            elif isinstance(value, bool):
                 cell.set_checked(value)
             elif cell.evaluate("el => el.tagName.toLowerCase()") == "select":
                 cell.select_option(value)

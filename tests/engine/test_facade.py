@@ -291,3 +291,16 @@ def test_every_action_leaves_a_verifiable_history(any_engine, actors):
     assert events[1].actor == "ent-a" and events[1].data["data"] == {"figure": 3.5, "note": "月均值"}
     assert events[1].prev_hash == events[0].hash
     assert any_engine.verify_history() == []
+
+
+def test_a_called_process_is_not_offered_for_starting_by_hand(engine):
+    from tests.conftest import ROOT as root
+    engine.deploy_paths([root / "processes" / "audit_stages.bpmn", root / "processes" / "mandatory_audit.bpmn",
+                         root / "processes" / "voluntary_audit.bpmn"], deployed_by="owner")
+    org = add_organisation(engine, kind="enterprise", name="甲", credit_code="91350100M000100Y43",
+                           division_code="650102")
+    user = add_user(engine, "ent", ["enterprise"], organisation_id=org)
+    offered = engine.startable_processes(user)
+    assert "voluntary_audit" in offered and "audit_stages" not in offered
+    with pytest.raises(NotAllowed):
+        engine.start("audit_stages", actor=user)

@@ -43,7 +43,8 @@ def test_english_catalogue_has_no_empty_or_fuzzy_translation():
 def test_every_string_of_the_code_is_in_the_catalogue(tmp_path):
     pot = tmp_path / "messages.pot"
     subprocess.run([sys.executable, "-m", "babel.messages.frontend", "extract", "-F", str(WEBUI / "babel.cfg"),
-                    "-k", "_l", "-o", str(pot), str(WEBUI)], check=True, capture_output=True)
+                    "-k", "_l", "--ignore-dirs=.* ._ node_modules __pycache__", "-o", str(pot), str(WEBUI)],
+                   check=True, capture_output=True)
     from babel.messages.pofile import read_po
     with pot.open("rb") as handle:
         wanted = {m.id for m in read_po(handle) if m.id}
@@ -230,3 +231,16 @@ def test_articles_and_dates_follow_the_language(app, site):
     html = client.get("/").get_data(as_text=True)
     assert "Art. 10" in html
     assert "2025-04-03" in html             # due one month after 2025-03-03, shown in Asia/Shanghai
+
+
+def test_article_labels(app):
+    from webui.i18n import article_label
+    with app.test_request_context():
+        assert article_label("Art. 10") == "第十条"
+        assert article_label("Art. 15, 19") == "第十五条、第十九条"
+        assert article_label("Art. 33") == "第三十三条"
+        assert article_label("第二十条") == "第二十条"
+    with app.test_request_context():
+        from flask import session
+        session["lang"] = "en"
+        assert article_label("Art. 15, 19") == "Arts. 15, 19"

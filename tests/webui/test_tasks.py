@@ -23,6 +23,8 @@ def test_enterprise_starts_the_disclosure_from_the_inbox(site, as_user):
     page = client.get(f"/tasks/{task.id}").get_data(as_text=True)
     assert "第十条" in page                               # the article the task comes from
     assert 'value="乌鲁木齐甲化工有限公司"' in page        # the enterprise name comes with the start
+    # a division code field is a select of the divisions
+    assert '<option value="650102" selected>650102 天山区</option>' in page   # and filled in
 
 
 def test_disclosure_with_two_pollutant_rows_goes_to_the_local_epb(site, as_user, disclosure_form):
@@ -267,3 +269,34 @@ def test_security_headers(as_user):
     assert "default-src 'self'" in response.headers["Content-Security-Policy"]
     assert response.headers["X-Frame-Options"] == "DENY"
     assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_lists_of_values_are_checkboxes_or_typed_comma_separated():
+    """A list with known values is a group of checkboxes; a free list is typed "C31, C26"."""
+    from werkzeug.datastructures import MultiDict
+    from engine.forms import Form
+    from webui.formview import FormView, split_lists
+    schema = {"type": "object", "properties": {
+        "conditions": {"type": "array", "title": "条件", "items": {"type": "string", "oneOf": [
+            {"const": "a", "title": "甲"}, {"const": "b", "title": "乙"}]}},
+        "staff": {"type": "array", "title": "人员", "items": {"type": "object", "properties": {
+            "name": {"type": "string", "title": "姓名"},
+            "industries": {"type": "array", "title": "行业", "items": {"type": "string"}}}}}}}
+    form = Form(schema)
+    fields = FormView(form, "zh", {"conditions": ["b"], "staff": [{"name": "张", "industries": ["C31", "C26"]}]}).fields()
+    assert fields[0].widget == "checkboxes" and fields[0].value == ["b"]
+    assert [o for o in fields[0].options] == [("a", "甲"), ("b", "乙")]
+    cell = fields[1].rows[0][1]
+    assert cell.widget == "list" and cell.value == "C31, C26" and cell.name == "staff-0-industries"
+    raw = MultiDict([("conditions", "a"), ("conditions", "b"), ("staff-0-name", "张"),
+                     ("staff-0-industries", "C31，C26 C17")])
+    assert form.coerce(split_lists(form, raw)) == {
+        "conditions": ["a", "b"], "staff": [{"name": "张", "industries": ["C31", "C26", "C17"]}]}
+
+
+def test_start_that_fails_at_once_says_so(site, as_user):
+    client = as_user("epb-650000")                     # web_incident starts in the regional EPB's lane
+    response = client.post("/start/web_incident", follow_redirects=True)
+    html = response.get_data(as_text=True)
+    assert "自动处理步骤出错" in html and "flash-error" in html
+    assert "division by zero" not in html              # the error itself is for the administrator

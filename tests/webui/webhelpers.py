@@ -29,8 +29,8 @@ def csrf_token(client, path="/login") -> str:
 
 DISCLOSURE_FORM = {
     "enterprise_name": "乌鲁木齐甲化工有限公司", "legal_representative": "王建国",
-    "address": "乌鲁木齐市天山区解放南路1号", "media": "新疆日报", "disclosure_date": "2025-03-10",
-    "pollutants-0-name": "化学需氧量", "pollutants-0-medium": "water", "pollutants-0-discharge_mode": "间接排放",
+    "address": "乌鲁木齐市天山区解放南路1号", "division_code": "650102", "media": "新疆日报",
+    "disclosure_date": "2025-03-10", "pollutants-0-name": "化学需氧量", "pollutants-0-medium": "water", "pollutants-0-discharge_mode": "间接排放",
     "pollutants-0-concentration": "85.5", "pollutants-0-unit": "mg/L", "pollutants-0-annual_total_t": "12.4",
     "pollutants-1-name": "二氧化硫", "pollutants-1-medium": "air", "pollutants-1-discharge_mode": "有组织连续排放",
     "pollutants-1-concentration": "320", "pollutants-1-unit": "mg/m³", "pollutants-1-annual_total_t": "48",
