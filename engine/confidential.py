@@ -184,3 +184,112 @@ def views(engine, instance_id: int) -> list:
     """The views and refusals recorded for an instance, oldest first (history events)."""
     return [event for event in engine.history(instance_id)
             if event.kind in ("confidential_viewed", "access_refused")]
+
+
+def view_instance_history(engine, user: User, instance_id: int, what: str = "history") -> Decision:
+    """Whether the user may see the data submitted in an instance's history (Art. 20).
+
+    A view by anyone but the enterprise itself is recorded as "confidential_viewed" (`what`: the
+    page or the export); a user who may not see the data is shown the timeline without it, which
+    is no refusal to record.
+    """
+    with engine.db.transaction() as session:
+        instance = session.get(Instance, int(instance_id))
+        if instance is None:
+            raise InstanceNotFound(instance_id)
+        decision = decide(engine, session, user, enterprise_id=instance.enterprise_id, instance=instance)
+        if decision.allowed and decision.reason != "the enterprise itself":
+            _log(session, user, "confidential_viewed", instance_id=instance.id, record=None,
+                 what=f"instance {instance.id} {what}", reason=decision.reason)
+    return decision
+
+
+# ------------------------------------------------------------------ what a task page shows
+def is_own_enterprise(user: Optional[User], enterprise_id) -> bool:
+    """Whether the user is one of the enterprise's own users (their looks are not recorded)."""
+    if user is None or enterprise_id in (None, "") or user.organisation_id is None:
+        return False
+    try:
+        return "enterprise" in (user.roles or []) and int(user.organisation_id) == int(enterprise_id)
+    except (TypeError, ValueError):
+        return False
+
+
+def record_task_page_view(engine, user: User, task) -> bool:
+    """A task page shows the instance's earlier data: record the look (Art. 20, 30), once per page view.
+
+    `task` is the HumanTask row the user opened (the caller has checked that the user may act on it).
+    Appends "confidential_viewed" to the instance's chain when the instance concerns an enterprise
+    (enterprise_id set) and the user is not one of that enterprise's own users; returns whether it did.
+    """
+    with engine.db.transaction() as session:
+        instance = session.get(Instance, int(task.instance_id))
+        if instance is None:
+            raise InstanceNotFound(task.instance_id)
+        if instance.enterprise_id is None or is_own_enterprise(user, instance.enterprise_id):
+            return False
+        history.append(session, chain=history.instance_chain(instance.id), kind="confidential_viewed",
+                       actor=user.username, at=clock.now(), instance_id=instance.id, task_id=str(task.id),
+                       bpmn_id=task.bpmn_id,
+                       data={"what": f"task page {task.bpmn_id}", "reason": f"may act on the task ({task.lane})",
+                             "user": user.username, "user_name": user.display_name or user.username,
+                             "enterprise_id": instance.enterprise_id})
+    return True
+
+
+@dataclass
+class RecordView:
+    """A record as a page shows it; `allowed` False means the user may not see it (no title, no data)."""
+
+    id: int
+    allowed: bool
+    kind: str = ""
+    title: str = ""
+    data: Optional[dict] = None
+    public: bool = False
+    confidential: bool = False
+    instance_id: Optional[int] = None
+    created_at: Any = None
+    recorded: bool = False        # this look was written to the history as confidential_viewed
+
+
+def read_records(engine, user: User, record_ids) -> list[RecordView]:
+    """Records a page shows next to a task (ids from its data, `*_record_id(s)`), in the order given.
+
+    Published records are shown as they are. A record that is not published is shown when `decide`
+    allows it; a look at a confidential one by anyone but the enterprise's own users is recorded
+    ("confidential_viewed", one event per record); a refusal is recorded ("access_refused") and the
+    record comes back with allowed False. Unknown ids are left out. One transaction.
+    """
+    out: list[RecordView] = []
+    seen: set[int] = set()
+    with engine.db.transaction() as session:
+        for raw in record_ids:
+            try:
+                record_id = int(raw)
+            except (TypeError, ValueError):
+                continue
+            if record_id in seen:
+                continue
+            seen.add(record_id)
+            record = session.get(Record, record_id)
+            if record is None:
+                continue
+            view = RecordView(id=record.id, allowed=True, kind=record.kind, title=record.title,
+                              data=dict(record.data or {}), public=record.public,
+                              confidential=record.confidential, instance_id=record.instance_id,
+                              created_at=record.created_at)
+            if not record.public:
+                instance = session.get(Instance, record.instance_id) if record.instance_id else None
+                enterprise_id = record.enterprise_id or (instance.enterprise_id if instance is not None else None)
+                decision = decide(engine, session, user, enterprise_id=enterprise_id, instance=instance, record=record)
+                if not decision.allowed:
+                    _log(session, user, "access_refused", instance_id=record.instance_id, record=record,
+                         what=f"record {record.id}", reason=decision.reason)
+                    view = RecordView(id=record.id, allowed=False)
+                elif record.confidential and not is_own_enterprise(user, enterprise_id):
+                    _log(session, user, "confidential_viewed", instance_id=record.instance_id, record=record,
+                         what=f"record {record.id}", reason=decision.reason)
+                    view.recorded = True
+            out.append(view)
+    return out

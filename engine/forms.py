@@ -45,12 +45,15 @@ __all__ = [
     "FORMAT_CHECKER", "Form", "FormStore", "FormError", "FormNotFound", "FormFileInvalid",
     "UnsafeFormPath", "FormatProblem", "Message", "check_schema_file", "coerce",
     "uscc_check_character", "is_valid_uscc", "uscc_problem", "cas_check_digit", "is_valid_cas",
-    "division_codes", "UI_WIDGETS", "LANGS",
+    "division_codes", "UI_WIDGETS", "ORGANISATION_FILTERS", "LANGS",
 ]
 
 LANGS = ("zh", "en")
 UI_WIDGETS = frozenset({"textarea", "date", "select", "radio", "file", "hidden", "checkbox",
-                        "text", "number", "datetime"})
+                        "text", "number", "datetime", "organisation"})
+# ui:widget "organisation" (an integer organisation id drawn as a select) lists the organisations of
+# ``ui:options.filter`` (engine/choices.py); the process still checks the value on submit.
+ORGANISATION_FILTERS = frozenset({"filed_agencies", "enterprises_in_jurisdiction"})
 DIVISIONS_CSV = Path(__file__).resolve().parent / "data" / "xinjiang-divisions.csv"
 CHINA_OFFSET = "+08:00"   # Asia/Shanghai has no DST
 
@@ -1001,6 +1004,12 @@ def _ui_problems(path: Path, ui: Any, schema: dict) -> list[str]:
         if widget is not None and widget not in UI_WIDGETS:
             problems.append(f"{path}: unknown ui:widget {widget!r} at {where or '/'}"
                             f" (known: {', '.join(sorted(UI_WIDGETS))})")
+        if widget == "organisation":
+            options = node.get("ui:options")
+            chosen = options.get("filter") if isinstance(options, dict) else None
+            if chosen not in ORGANISATION_FILTERS:
+                problems.append(f"{path}: ui:widget 'organisation' at {where or '/'} needs ui:options.filter,"
+                                f" one of {', '.join(sorted(ORGANISATION_FILTERS))} (got {chosen!r})")
         for key, sub in node.items():
             if not key.startswith("ui:"):
                 walk(sub, f"{where}/{key}")

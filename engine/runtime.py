@@ -26,6 +26,7 @@ from SpiffWorkflow.bpmn.serializer.workflow import VERSION as SERIALIZER_VERSION
 from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
 from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
 from SpiffWorkflow.bpmn.specs.mixins.subworkflow_task import CallActivity, SubWorkflowTask
+from SpiffWorkflow.spiff.parser.process import SpiffBpmnParser
 from SpiffWorkflow.spiff.serializer.config import SPIFF_CONFIG
 
 __all__ = ["SERIALIZER_VERSION", "install", "serializer", "spec_to_json", "spec_from_json",
@@ -205,7 +206,7 @@ def _uuid(text: str) -> UUID:
     """UUID(text), parsed once per process (ids repeat in every load of an instance)."""
     value = _UUIDS.get(text)
     if value is None:
-        if len(_UUIDS) > 500_000:
+        if len(_UUIDS) > 20_000:  # recent instances only: UUID objects are tracked by the GC
             _UUIDS.clear()
         value = _UUIDS[text] = UUID(text)
     return value
@@ -216,7 +217,7 @@ def _text(value: UUID) -> str:
     key = value.int
     text = _UUID_TEXT.get(key)
     if text is None:
-        if len(_UUID_TEXT) > 500_000:
+        if len(_UUID_TEXT) > 200_000:  # int -> str: not tracked by the GC, small
             _UUID_TEXT.clear()
         text = _UUID_TEXT[key] = str(value)
     return text
@@ -308,6 +309,19 @@ class _LeanMappings:
 
 class LeanSubWorkflowConverter(_LeanMappings, BpmnSubWorkflowConverter):
     """SpiffWorkflow's sub-workflow converter with the lean id handling."""
+
+
+class DocumentOrderParser(SpiffBpmnParser):
+    """SpiffWorkflow's parser, with outgoing flows in document order rather than by drawing position.
+
+    SpiffWorkflow sorts a node's outgoing flows by the y coordinate of their targets, so an exclusive
+    gateway would test its conditions in an order that changes when someone drags a shape. The
+    order must come from the process, not from its picture.
+    """
+
+    def _add_diagram_indexes(self, bpmn):
+        super()._add_diagram_indexes(bpmn)
+        self.document_positions[self._document_key(bpmn)] = {}
 
 
 class LeanWorkflowConverter(_LeanMappings, BpmnWorkflowConverter):

@@ -383,8 +383,10 @@ def _validate(files, forms_dir, known_ids, roles, out: _Collector, report: Repor
     # so that call activities resolve across files.
     parser = None
     try:
-        from SpiffWorkflow.spiff.parser.process import SpiffBpmnParser, VALIDATOR
-        parser = SpiffBpmnParser(validator=VALIDATOR)
+        from SpiffWorkflow.spiff.parser.process import VALIDATOR
+        from engine import runtime
+        runtime.install()  # SpiffWorkflow fixes the engine relies on (e.g. a parser hang) apply here too
+        parser = runtime.DocumentOrderParser(validator=VALIDATOR)
     except Exception as exc:
         out.add("-", None, None, f"SpiffWorkflow's parser is unavailable: {_exc_message(exc)}")
     report.parser = parser

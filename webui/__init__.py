@@ -115,4 +115,8 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
     app.register_blueprint(tasks.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(public.bp)
+    from . import bpmnjs, history, processes
+    app.register_blueprint(bpmnjs.bp)
+    app.register_blueprint(history.bp)
+    app.register_blueprint(processes.bp)
     return app

@@ -1,6 +1,7 @@
 """Read-only views of data: earlier task data labelled by the process's forms, and published records."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -124,3 +125,87 @@ def earlier_items(engine, process_id: str, data: dict, current_form, lang: str) 
 def record_items(data: dict) -> list[Item]:
     return [generic_item(k, v) for k, v in (data or {}).items()
             if k not in HIDDEN_KEYS and v not in (None, "", [])]
+
+
+# ---------------------------------------------------------------- records referenced by task data
+RECORD_KEY = re.compile(r"_record_ids?$")
+
+
+def referenced_record_ids(data: dict) -> list[int]:
+    """Ids of the records the task data refers to (`*_record_id` and `*_record_ids` keys), in data order."""
+    ids: list[int] = []
+    for key, value in (data or {}).items():
+        if str(key).startswith("_") or not RECORD_KEY.search(str(key)):
+            continue
+        for one in value if isinstance(value, list) else [value]:
+            if isinstance(one, bool) or one in (None, ""):
+                continue
+            if (isinstance(one, int) or (isinstance(one, str) and one.isdigit())) and int(one) not in ids:
+                ids.append(int(one))
+    return ids
+
+
+@dataclass
+class RecordPanel:
+    """A record shown on a task page: its title and its data as labelled items."""
+
+    id: int
+    allowed: bool
+    title: str = ""
+    kind: str = ""
+    public: bool = False
+    confidential: bool = False
+    recorded: bool = False            # this look was written to the history (Art. 20, 30)
+    created_at: Any = None
+    items: list[Item] = field(default_factory=list)
+
+    @property
+    def file_ids(self) -> list[str]:
+        return [item.file_id for item in self.items if item.kind == "file" and item.file_id]
+
+
+def all_forms(engine) -> dict[str, Any]:
+    """Top-level field name -> a Form that asks for it, over every process's forms (folders by name)."""
+    root = engine.forms.forms_dir
+    found: dict[str, Any] = {}
+    if not root.is_dir():
+        return found
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        for name, form in process_forms(engine, folder.name).items():
+            found.setdefault(name, form)
+    return found
+
+
+def record_data_items(data: dict, forms: dict, lang: str) -> list[Item]:
+    """A record's data labelled by the forms that asked for its keys; known keys; then the rest as named."""
+    from .i18n import article_label
+    items = []
+    for key, value in (data or {}).items():
+        if key in HIDDEN_KEYS or key.startswith("_") or RECORD_KEY.search(key) or value in (None, "", [], {}):
+            continue
+        if key == "article" and isinstance(value, str):
+            items.append(Item(key, key_label(key), text=article_label(value)))
+        elif key in forms:
+            items.append(form_item(forms[key], key, value, lang))
+        else:
+            items.append(generic_item(key, value))
+    return items
+
+
+def record_panels(engine, process_id: str, records: list, current_form, lang: str) -> list[RecordPanel]:
+    """engine.confidential.RecordView rows as panels; the process's own forms label first, then any form."""
+    if not records:
+        return []
+    forms = dict(process_forms(engine, process_id, current_form))
+    for name, form in all_forms(engine).items():
+        forms.setdefault(name, form)
+    panels = []
+    for record in records:
+        if not record.allowed:
+            panels.append(RecordPanel(id=record.id, allowed=False))
+            continue
+        panels.append(RecordPanel(id=record.id, allowed=True, title=record.title, kind=record.kind,
+                                  public=record.public, confidential=record.confidential,
+                                  recorded=getattr(record, "recorded", False), created_at=record.created_at,
+                                  items=record_data_items(record.data, forms, lang)))
+    return panels

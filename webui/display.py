@@ -55,6 +55,7 @@ KEY_LABELS = {
     "decision_date": _l("决定日期"),
     "title": _l("标题"),
     "summary": _l("摘要"),
+    "article": _l("依据"),
 }
 
 VALUE_LABELS = {

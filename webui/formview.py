@@ -86,13 +86,16 @@ class FormView:
     """Builds the drawable fields of an engine.forms.Form in one language."""
 
     def __init__(self, form, lang: str, values: Optional[dict] = None, messages: Optional[dict] = None,
-                 choices: Optional[dict] = None):
+                 choices: Optional[dict] = None, organisations=None):
         self.form = form
         self.lang = lang
         self.values = values or {}
         self.messages = messages or {}
         # options for string formats that have a known list of values, e.g. "division-code"
         self.choices = choices or {}
+        # ui:widget "organisation": an object with options(filter) -> [(id, label)] and label(id)
+        self.organisations = organisations
+        self._organisation_lists: dict[str, list[tuple[str, str]]] = {}
         self.used_paths: set[str] = set()
 
     # ---- texts
@@ -163,7 +166,11 @@ class FormView:
         fmt = schema.get("format")
         if not options and fmt in self.choices and widget not in ("hidden", "file"):
             options = list(self.choices[fmt])
-        if "array" in types:
+        if widget == "organisation" and self.organisations is not None and "array" not in types:
+            options = self._organisation_options(ui, value)   # none listed: a number box below
+        if widget == "organisation" and options:
+            pass
+        elif "array" in types:
             # a list of values: checkboxes when the values are known, else typed comma-separated
             options = self._item_options(path)
             widget = "checkboxes" if options else "list"
@@ -196,6 +203,18 @@ class FormView:
                      value=_as_input(value, widget), options=options, errors=self._errors(path),
                      accept=",".join(accept) if isinstance(accept, list) else (accept or ""),
                      max_length=schema.get("maxLength"))
+
+    def _organisation_options(self, ui: dict, value: Any) -> list[tuple[str, str]]:
+        """The organisations of the field's ui:options.filter; a current value not listed stays choosable."""
+        options_ui = ui.get("ui:options") if isinstance(ui.get("ui:options"), dict) else {}
+        chosen = str(options_ui.get("filter") or "")
+        if chosen not in self._organisation_lists:
+            self._organisation_lists[chosen] = [(_as_text(v), text) for v, text in self.organisations.options(chosen)]
+        options = list(self._organisation_lists[chosen])
+        current = _as_text(value)
+        if current and current not in {v for v, _ in options}:
+            options.append((current, self.organisations.label(value) or current))
+        return options
 
     def _yes(self) -> str:
         return "Yes" if self.lang == "en" else "是"

@@ -1,19 +1,23 @@
 """The task page: the form of a user task, its instructions and earlier data; completing it."""
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup, escape
 from sqlalchemy import select
 
+from engine import choices, confidential
 from engine.errors import InvalidFormData, StaleInstance
 from engine.models import HumanTask, Upload
 
 from . import files
 from .access import get_engine
-from .dataview import earlier_items
+from .dataview import earlier_items, record_panels, referenced_record_ids
 from .display import division_choices, flash_text
 from .formview import FormView, split_lists
 from .i18n import lang
@@ -34,6 +38,27 @@ def render_instructions(text: str, data: dict) -> Markup:
     return Markup("<br>").join(escape(line) for line in rendered.strip().splitlines())
 
 
+# Why a task came back (set by the process's scripts, e.g. disclosure_return_reason): shown with the
+# instructions, since the person who must act on it needs it first.
+_REASON_KEY = re.compile(r"(?:^|_)(return|revision|change)_reason$")
+_REASON_LABELS = {"return": _l("退回理由"), "revision": _l("修改要求"), "change": _l("更换原因")}
+
+
+def return_reasons(view, instructions: str) -> tuple[list[tuple[str, str]], set[str]]:
+    """[(label, text)] of the reasons in the task data (not the current form's own fields, nor a text the
+    instructions already show), and every reason key (left out of the earlier data)."""
+    own = set((view.form.schema.get("properties") or {}).keys()) if view.form is not None else set()
+    shown, keys = [], set()
+    for key, value in view.data.items():
+        match = _REASON_KEY.search(str(key))
+        if not match or key in own:
+            continue
+        keys.add(key)
+        if isinstance(value, str) and value.strip() and value.strip() not in instructions:
+            shown.append((str(_REASON_LABELS[match.group(1)]), value.strip()))
+    return shown, keys
+
+
 def _form_values(view, data: dict) -> dict:
     if view.form is None:
         return {}
@@ -41,15 +66,43 @@ def _form_values(view, data: dict) -> dict:
     return {k: data[k] for k in names if k in data}
 
 
+class Organisations:
+    """Option lists of ui:widget "organisation" fields for this user (engine/choices.py)."""
+
+    def __init__(self, engine, user, language: str):
+        self.engine, self.user, self.language = engine, user, language
+
+    def options(self, option_filter: str) -> list[tuple[int, str]]:
+        try:
+            return choices.organisation_options(self.engine, self.user, option_filter, self.language)
+        except ValueError:          # an unknown filter: the form validator reports it; type the number
+            return []
+
+    def label(self, value) -> str | None:
+        return choices.organisation_label(self.engine, value, self.language)
+
+
 def render_task(view, values: dict, messages: dict | None = None):
     engine = get_engine()
     language = lang()
+    user = current_user.model
+    # The page shows the instance's earlier data: a look by anyone but the enterprise's own users is
+    # recorded (Art. 20, 30), and so are looks at the confidential records the data refers to.
+    page_view_recorded = confidential.record_task_page_view(engine, user, view.task)
+    records = record_panels(engine, view.task.form_process_id,
+                            confidential.read_records(engine, user, referenced_record_ids(view.data)),
+                            view.form, language)
     form_view = FormView(view.form, language, values, messages,
-                         choices={"division-code": division_choices(language)}) if view.form is not None else None
+                         choices={"division-code": division_choices(language)},
+                         organisations=Organisations(engine, user, language)) if view.form is not None else None
     fields = form_view.fields() if form_view else []
     file_ids = [f.value for f in fields if getattr(f, "widget", "") == "file" and f.value]
-    earlier = earlier_items(engine, view.task.form_process_id, view.data, view.form, language)
+    instructions = render_instructions(view.instructions, view.data)
+    reasons, reason_keys = return_reasons(view, str(instructions))
+    earlier = earlier_items(engine, view.task.form_process_id,
+                            {k: v for k, v in view.data.items() if k not in reason_keys}, view.form, language)
     file_ids += [item.file_id for item in earlier if item.kind == "file"]
+    file_ids += [file_id for panel in records for file_id in panel.file_ids]
     ack_errors = []
     if view.form is None and messages:
         ack_errors = [m.text(language, with_label=False) if hasattr(m, "text") else str(m)
@@ -61,8 +114,9 @@ def render_task(view, values: dict, messages: dict | None = None):
         summary=form_view.summary() if form_view else [],
         has_errors=bool(messages), ack_errors=ack_errors,
         multipart=any(getattr(f, "widget", "") == "file" for f in fields),
-        instructions=render_instructions(view.instructions, view.data),
-        earlier=earlier, uploads=files.describe(file_ids, view.instance.id))
+        instructions=instructions, reasons=reasons,
+        earlier=earlier, records=records, page_view_recorded=page_view_recorded,
+        uploads=files.describe(file_ids, view.instance.id))
 
 
 @bp.route("/tasks/<task_id>")

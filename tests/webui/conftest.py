@@ -56,6 +56,27 @@ def disclosure_form():
     return dict(DISCLOSURE_FORM)
 
 
+@pytest.fixture
+def demo(tmp_path):
+    """A fresh copy of `cleanaudit init --demo` (real processes and forms; real clock)."""
+    copied = fixture_site.demo_site(tmp_path / "demo.sqlite")
+    yield copied
+    copied.engine.db.dispose()
+
+
+@pytest.fixture
+def demo_app(demo):
+    return make_app(demo)
+
+
+@pytest.fixture
+def as_demo_user(demo_app):
+    """as_demo_user("ent-a") -> a test client of the demo logged in as that demo user."""
+    def make(username):
+        return login(demo_app.test_client(), username)
+    return make
+
+
 def __getattr__(name):
     """Other folders' `from conftest import ROOT, add_user, ...` reach tests/conftest.py.
 

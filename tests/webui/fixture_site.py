@@ -155,3 +155,31 @@ def add_public_records(site: Site) -> dict[str, int]:
             session.flush()
             made[title] = record.id
     return made
+
+
+# ---------------------------------------------------------------------------------------------- the demo
+_DEMO: dict = {}
+
+
+def demo_template() -> Path:
+    """`cleanaudit init --demo` (engine.seed.init_database with demo=True) built once per test session
+    in a SQLite file; the web and browser tests copy it (building takes ~12 s, copying not)."""
+    if "path" not in _DEMO:
+        import tempfile
+        from engine.facade import Engine
+        from engine.seed import init_database
+        path = Path(tempfile.mkdtemp(prefix="cleanaudit-demo-")) / "demo.sqlite"
+        engine = Engine(f"sqlite:///{path}")
+        init_database(engine, demo=True)
+        cheapen_passwords(engine)
+        engine.db.dispose()          # closes connections: the WAL is checkpointed into the file
+        _DEMO["path"] = path
+    return _DEMO["path"]
+
+
+def demo_site(target_path: Path) -> Site:
+    """A fresh copy of the demo (real processes/ and forms/, demo users with the password `demo`)."""
+    import shutil
+    from engine.facade import Engine
+    shutil.copyfile(demo_template(), target_path)
+    return Site(Engine(f"sqlite:///{target_path}"))
