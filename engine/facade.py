@@ -620,7 +620,8 @@ class Engine:
                 raise ScriptError(f"due date of task {task.task_spec.name}: {_describe(exc)}") from exc
         return dict(
             id=str(task.id), instance_id=instance.id, process_id=instance.process_id,
-            bpmn_id=task.task_spec.name, title=task.task_spec.bpmn_name or task.task_spec.name,
+            bpmn_id=task.task_spec.bpmn_id or task.task_spec.name,
+            title=task.task_spec.bpmn_name or task.task_spec.name,
             lane=lane, scope=scope, form=props.get("formJsonSchemaFilename"),
             form_process_id=task.workflow.spec.name, article=props.get("article"),
             enterprise_name=(task.data.get("enterprise_name") or None), due_at=due_at,

@@ -90,7 +90,7 @@ def test_every_demo_user_but_admin_and_auditor_has_work(demo):
 def test_voluntary_audit_is_under_review_by_the_drawn_experts(demo):
     engine, _ = demo
     for expert in ("expert-1", "expert-2", "expert-3"):
-        assert _open(engine, expert) == ["review_by_expert [child]"]
+        assert _open(engine, expert) == ["review_by_expert"]
     # expert-4 works for agency-a, which ent-c commissioned: never drawn (Art. 17).
     assert _open(engine, "expert-4") == ["apply_for_enrolment"]
 
