@@ -31,9 +31,10 @@ system-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
+# The demo is served over plain http on loopback: session cookies cannot be Secure there.
 run: install
 	$(BIN)/cleanaudit init --demo
-	$(BIN)/cleanaudit serve
+	SESSION_COOKIE_SECURE=0 $(BIN)/cleanaudit serve
 
 test: install system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
