@@ -249,6 +249,7 @@ class RecordView:
     public: bool = False
     confidential: bool = False
     instance_id: Optional[int] = None
+    enterprise_id: Optional[int] = None
     created_at: Any = None
     recorded: bool = False        # this look was written to the history as confidential_viewed
 
@@ -278,7 +279,7 @@ def read_records(engine, user: User, record_ids) -> list[RecordView]:
             view = RecordView(id=record.id, allowed=True, kind=record.kind, title=record.title,
                               data=dict(record.data or {}), public=record.public,
                               confidential=record.confidential, instance_id=record.instance_id,
-                              created_at=record.created_at)
+                              enterprise_id=record.enterprise_id, created_at=record.created_at)
             if not record.public:
                 instance = session.get(Instance, record.instance_id) if record.instance_id else None
                 enterprise_id = record.enterprise_id or (instance.enterprise_id if instance is not None else None)

@@ -315,10 +315,8 @@ class Engine:
         return _Loaded(row, workflow)
 
     def _load(self, session: Session, instance_id: int, lock: bool = True) -> _Loaded:
-        query = select(Instance).where(Instance.id == instance_id)
-        if lock and not self.db.is_sqlite:
-            query = query.with_for_update()
-        row = session.execute(query).scalar_one_or_none()
+        query = _LOCK_INSTANCE if lock and not self.db.is_sqlite else _READ_INSTANCE
+        row = session.execute(query, {"instance_id": instance_id}).scalar_one_or_none()
         if row is None:
             raise InstanceNotFound(instance_id)
         _, spec, _, _ = self._specs(session, row.version_id)
@@ -377,9 +375,7 @@ class Engine:
                 params.update({f"key_{i}": key for i, key in enumerate(keys)})
                 params.update(wanted=wanted, offset=offset, per_page=per_page)
                 statement = _inbox_page_statement(len(lanes), len(keys), bool(process_id), overdue)
-                ids = list(session.scalars(statement, params))
-                found = {r.id: r for r in session.scalars(_INBOX_ROWS, {"ids": ids})}
-                rows = [found[i] for i in ids if i in found]
+                rows = list(session.scalars(statement, params))
         return InboxPage(rows, total, page, per_page)
 
     @staticmethod
@@ -554,12 +550,11 @@ class Engine:
                 values[key] = new
         if not values:
             return
-        table = Instance.__table__
         old_version = row.lock_version
         new_version = old_version + 1
-        result = session.execute(
-            update(table).where(table.c.id == row.id, table.c.lock_version == old_version)
-            .values(**values, lock_version=new_version))
+        # the SET clause follows the parameter names (one compiled statement per set of columns)
+        result = session.execute(_UPDATE_INSTANCE, {**values, "lock_version": new_version,
+                                                    "_id": row.id, "_version": old_version})
         if result.rowcount != 1:
             exc = StaleDataError(f"instance {row.id} was saved by another transaction (lock version "
                                  f"{old_version} is gone)")
@@ -857,11 +852,17 @@ _COMPLETE_TASK = (update(_HUMAN).where(_HUMAN.c.id == bindparam("task_id"))
                           completed_by=bindparam("by")))
 
 
+_INSTANCE = Instance.__table__
+_READ_INSTANCE = select(Instance).where(Instance.id == bindparam("instance_id"))
+_LOCK_INSTANCE = _READ_INSTANCE.with_for_update()
+_UPDATE_INSTANCE = update(_INSTANCE).where(_INSTANCE.c.id == bindparam("_id"),
+                                           _INSTANCE.c.lock_version == bindparam("_version"))
+
+
 # ---------------------------------------------------------------------- inbox statements
 # Built once per shape and reused: building and hashing a statement of a dozen sub-selects would
 # cost more than running it.
 _HT = HumanTask.__table__
-_INBOX_ROWS = select(HumanTask).where(HumanTask.id.in_(bindparam("ids", expanding=True)))
 _INBOX_SHAPES: dict = {}
 
 
@@ -902,9 +903,12 @@ def _inbox_page_statement(lanes: int, keys: int, with_process: bool, overdue: bo
                     parts.append(base.where(_HT.c.due_at.is_(None))
                                  .order_by(_HT.c.created_at).limit(wanted).subquery())
         merged = union_all(*[select(part) for part in parts]).subquery()
-        statement = (select(merged.c.id)
-                     .order_by(merged.c.due_at.is_(None), merged.c.due_at, merged.c.created_at)
-                     .offset(bindparam("offset", type_=Integer)).limit(bindparam("per_page", type_=Integer)))
+        page = (select(merged.c.id, merged.c.due_at, merged.c.created_at)
+                .order_by(merged.c.due_at.is_(None), merged.c.due_at, merged.c.created_at)
+                .offset(bindparam("offset", type_=Integer)).limit(bindparam("per_page", type_=Integer))
+                .subquery())
+        statement = (select(HumanTask).join(page, HumanTask.id == page.c.id)
+                     .order_by(page.c.due_at.is_(None), page.c.due_at, page.c.created_at))
         if len(_INBOX_SHAPES) > 512:
             _INBOX_SHAPES.clear()
         _INBOX_SHAPES[key] = statement

@@ -873,10 +873,12 @@ def _coerce_object(form: Form, schema: Any, flat: dict[str, list], ui_path: list
                     if all(all(_is_blank(x) for x in vals) for vals in rows[idx].values()):
                         continue                          # an empty template row
                     built.append(_coerce_object(form, items, rows[idx], ui_path + [name, 0]))
-                if built or rows:
+                if built:
                     out[name] = built
-                elif direct is not None:
-                    out[name] = []
+                elif (rows or direct is not None) and name in set(schema.get("required") or []):
+                    out[name] = []                        # "at least one row" rather than "required"
+                # an optional table left empty is not given: its minItems applies only when it is
+                # (e.g. the self-audit team of a commissioning that names an agency)
             else:
                 vals = list(direct or [])
                 pat = re.compile(rf"^{re.escape(name)}-(\d+)$")

@@ -47,6 +47,8 @@ def process_forms(engine, process_id: str, current_form=None) -> dict[str, Any]:
 
 
 def _option_text(form, path: str, value: Any, lang: str) -> str:
+    if isinstance(value, (list, dict)):
+        return _nested_text(form, path, value, lang)
     located = form.schema_at(path)
     if located and not isinstance(value, (dict, list)):
         pointer, schema = located
@@ -56,6 +58,15 @@ def _option_text(form, path: str, value: Any, lang: str) -> str:
                     return form.text(f"{pointer}/{keyword}/{i}/title", lang) or str(value)
     key = path.rsplit("/", 1)[-1]
     return value_label(key, value)
+
+
+def _nested_text(form, path: str, value: Any, lang: str) -> str:
+    """A list or object inside a table cell, as one line: "name: value, ...; next row"."""
+    rows_sep, fields_sep, colon = ("; ", ", ", ": ") if lang == "en" else ("；", "，", "：")
+    if isinstance(value, list):
+        return rows_sep.join(_option_text(form, f"{path}/0", v, lang) for v in value if v not in (None, ""))
+    return fields_sep.join(f"{_pointer_label(form, f'{path}/{k}', k, lang)}{colon}{_option_text(form, f'{path}/{k}', v, lang)}"
+                           for k, v in value.items() if k not in HIDDEN_KEYS and v not in (None, "", [], {}))
 
 
 def _pointer_label(form, path: str, fallback: str, lang: str) -> str:
@@ -74,8 +85,9 @@ def form_item(form, key: str, value: Any, lang: str) -> Item:
         return Item(key, label, kind="file", file_id=str(value))
     if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
         located = form.schema_at(f"{key}/0")
+        present = {k for v in value for k, x in v.items() if x not in (None, "", [], {}) and k not in HIDDEN_KEYS}
         columns = list((located[1].get("properties") or {}).keys()) if located else []
-        columns = columns or sorted({k for v in value for k in v})
+        columns = [c for c in columns if c in present] + sorted(present - set(columns))
         return Item(key, label, kind="table",
                     columns=[_pointer_label(form, f"{key}/0/{c}", c, lang) for c in columns],
                     rows=[[_option_text(form, f"{key}/0/{c}", row.get(c), lang) for c in columns]

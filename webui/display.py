@@ -27,7 +27,7 @@ KEY_LABELS = {
     "division_code": _l("行政区划代码"),
     "media": _l("公布媒体"),
     "disclosure_date": _l("公布日期"),
-    "published_on": _l("公布日期"),
+    "published_on": _l("名单公布日期"),
     "pollutants": _l("主要污染物排放情况"),
     "medium": _l("排放介质"),
     "discharge_mode": _l("排放方式"),

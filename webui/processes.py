@@ -24,7 +24,7 @@ from engine.errors import InvalidProcess, ProcessNotFound
 from engine.validate import ERROR, Problem
 
 from .access import get_engine
-from .versions import diff_rows, skeleton_xml
+from .versions import diff_rows, normalised, skeleton_xml
 
 bp = Blueprint("processes", __name__, url_prefix="/processes")
 
@@ -57,12 +57,13 @@ def show(process_id: str):
     new_no = request.args.get("to", type=int)
     if old_no is None and new_no is None and len(numbers) > 1:
         old_no, new_no = numbers[1], numbers[0]
+    raw = request.args.get("raw") == "1"
     diff, truncated = None, False
     if old_no in numbers and new_no in numbers:
-        diff, truncated = diff_rows(inspect.version_xml(engine, process_id, old_no)[1],
-                                    inspect.version_xml(engine, process_id, new_no)[1])
+        texts = [inspect.version_xml(engine, process_id, n)[1] for n in (old_no, new_no)]
+        diff, truncated = diff_rows(*(texts if raw else [normalised(t) for t in texts]))
     return render_template("processes/process.html", process_id=process_id, versions=versions,
-                           old_no=old_no, new_no=new_no, diff=diff, truncated=truncated)
+                           old_no=old_no, new_no=new_no, diff=diff, truncated=truncated, raw=raw)
 
 
 @bp.route("/<process_id>/versions/<int:version_no>.bpmn")
@@ -102,8 +103,11 @@ def deploy(xml: bytes, filename: str, *, expect: Optional[str] = None, new: bool
         outcome.errors.append(_problem(filename, _("文件中没有可执行的流程 %(id)s（文件中的流程：%(ids)s）。",
                                                    id=target or "—", ids=", ".join(report.process_ids) or "—")))
         return outcome
-    before = {v.process_id: v.version_no for v in inspect.process_versions(engine) if v.process_id == target}
-    if new and target in before:
+    try:
+        latest = inspect.version_xml(engine, target)[0]
+    except ProcessNotFound:
+        latest = 0
+    if new and latest:
         outcome.errors.append(_problem(filename, _("流程 %(id)s 已存在，请在该流程的页面中修改。", id=target)))
         return outcome
     try:
@@ -113,7 +117,7 @@ def deploy(xml: bytes, filename: str, *, expect: Optional[str] = None, new: bool
         return outcome
     version = next(v for v in versions if v.process_id == target)
     outcome.process_id, outcome.version_no = target, version.version_no
-    outcome.created = version.version_no > before.get(target, 0)
+    outcome.created = version.version_no > latest
     return outcome
 
 
@@ -140,6 +144,7 @@ def _respond(outcome: Outcome, xml: bytes, page: dict):
     if _wants_json():
         body = {"ok": outcome.ok, "created": outcome.created, "process_id": outcome.process_id,
                 "version_no": outcome.version_no, "message": _message(outcome),
+                "version_label": _("当前第 %(n)d 版", n=outcome.version_no) if outcome.ok else None,
                 "errors": [_problem_json(p) for p in outcome.errors],
                 "warnings": [_problem_json(p) for p in outcome.warnings],
                 "url": url_for(".show", process_id=outcome.process_id) if outcome.ok else None}
@@ -148,7 +153,7 @@ def _respond(outcome: Outcome, xml: bytes, page: dict):
         return _modeler(xml.decode("utf-8", "replace"), outcome=outcome, status=422, **page)
     flash(_message(outcome), "success")
     if outcome.warnings:
-        flash(_("部署时有 %(n)d 条提示，请在流程页面或建模器中查看。", n=len(outcome.warnings)), "info")
+        flash(_("部署时有 %(n)d 条提示，在建模器中保存时会逐条列出。", n=len(outcome.warnings)), "info")
     return redirect(url_for(".show", process_id=outcome.process_id))
 
 
@@ -170,7 +175,8 @@ def _forms_of(process_id: Optional[str]) -> list[str]:
 
 
 def _modeler(xml: str, *, process_id: Optional[str], save_url: str, heading: str,
-             outcome: Optional[Outcome] = None, status: int = 200, new: bool = False):
+             outcome: Optional[Outcome] = None, status: int = 200, new: bool = False,
+             version_no: Optional[int] = None):
     outcome = outcome or Outcome()
     config = {
         "xml": xml, "saveUrl": save_url, "csrfToken": generate_csrf(),
@@ -180,7 +186,8 @@ def _modeler(xml: str, *, process_id: Optional[str], save_url: str, heading: str
         "message": _message(outcome) if outcome.errors else "",
     }
     return render_template("processes/edit.html", config=config, process_id=process_id, heading=heading,
-                           forms=_forms_of(process_id), roles=ROLES, outcome=outcome, new=new), status
+                           forms=_forms_of(process_id), roles=ROLES, outcome=outcome, new=new,
+                           version_no=version_no), status
 
 
 @bp.route("/<process_id>/edit", methods=["GET", "POST"])
@@ -188,7 +195,7 @@ def edit(process_id: str):
     engine = get_engine()
     number, xml = inspect.version_xml(engine, process_id)
     page = {"process_id": process_id, "save_url": url_for(".edit", process_id=process_id),
-            "heading": _("修改流程（当前第 %(n)d 版）", n=number)}
+            "heading": _("修改流程"), "version_no": number}
     if request.method == "GET":
         return _modeler(xml, **page)
     data = _posted_xml()

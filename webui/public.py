@@ -8,7 +8,8 @@ from sqlalchemy import func, select
 from engine.models import Division, Organisation, Record
 
 from .access import get_engine
-from .dataview import record_items
+from .dataview import all_forms, record_data_items, record_items
+from .i18n import lang
 
 bp = Blueprint("public", __name__, url_prefix="/public")
 
@@ -61,16 +62,38 @@ def lists():
     with get_engine().db.read() as session:
         rows = list(session.scalars(select(Record).where(visible(), Record.kind == "mandatory_list")
                                     .order_by(Record.created_at.desc()).limit(1000)))
-    years = sorted({str(r.data.get("year")) for r in rows if r.data.get("year")}, reverse=True)
+    keyed = [(_year_and_batch(r), r) for r in rows]
+    years = sorted({y for (y, _), _ in keyed}, reverse=True)
     if year:
-        rows = [r for r in rows if str(r.data.get("year")) == year]
+        keyed = [(key, r) for key, r in keyed if key[0] == year]
     groups: dict[tuple, list] = {}
-    for row in rows:
-        key = (str(row.data.get("year") or row.created_at.year), str(row.data.get("batch") or "1"))
+    for key, row in keyed:
         groups.setdefault(key, []).append(row)
     ordered = sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1].zfill(4)), reverse=True)
     return render_template("public/lists.html", section=SECTIONS["lists"], groups=ordered,
-                           years=years, year=year, items=record_items)
+                           years=years, year=year, items=record_items, list_entries=list_entries)
+
+
+def _year_and_batch(row: Record) -> tuple[str, str]:
+    """(year, batch) of a published list: data `year` and `batch`, or a batch named "2026-1"
+    (mandatory_listing), or the publication date."""
+    data = row.data or {}
+    batch = str(data.get("batch") or "1")
+    year = str(data.get("year") or "")
+    if not year and len(batch) > 5 and batch[:4].isdigit() and batch[4] == "-":
+        year = batch[:4]
+    if not year:
+        published = str(data.get("published_on") or "")
+        year = published[:4] if published[:4].isdigit() else str(row.created_at.year)
+    if batch.startswith(year + "-"):
+        batch = batch[len(year) + 1:]
+    return year, batch
+
+
+def list_entries(data: dict) -> list:
+    """The enterprises of a published list: `enterprises` ({name, credit_code, ground}) or the
+    `entries` of mandatory_listing ({enterprise_name, credit_code, division_code})."""
+    return list((data or {}).get("enterprises") or (data or {}).get("entries") or [])
 
 
 @bp.route("/agencies")
@@ -108,5 +131,7 @@ def record(record_id: int):
     if row is None:
         abort(404)
     slug = next((s for s, (kind, *_rest) in SECTIONS.items() if kind == row.kind), None)
+    # labelled by the forms that asked for the values (option titles, not codes), as on task pages
+    items = record_data_items(row.data, all_forms(get_engine()), lang())
     return render_template("public/record.html", record=row, slug=slug, current_section=slug,
-                           section=SECTIONS.get(slug) if slug else None, items=record_items(row.data))
+                           section=SECTIONS.get(slug) if slug else None, items=items)

@@ -1,6 +1,8 @@
 """The task page: the form of a user task, its instructions and earlier data; completing it."""
 from __future__ import annotations
 
+import copy
+import json
 import re
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
@@ -18,7 +20,7 @@ from engine.models import HumanTask, Upload
 from . import files
 from .access import get_engine
 from .dataview import earlier_items, record_panels, referenced_record_ids
-from .display import division_choices, flash_text
+from .display import division_choices, flash_text, local_date, to_local, value_label
 from .formview import FormView, split_lists
 from .i18n import lang
 
@@ -27,14 +29,42 @@ bp = Blueprint("tasks", __name__)
 _instructions_env = SandboxedEnvironment(autoescape=False)
 
 
+_BARE_KEY = re.compile(r"(?<![A-Za-z0-9_])[a-z][a-z0-9_]*(?![A-Za-z0-9_])")
+
+
+def _bare_value(value) -> str | None:
+    """A data value as instructions show it in place of its key; None to leave the key as written."""
+    if isinstance(value, bool):
+        return value_label("", value)
+    if isinstance(value, (int, float)):
+        return value_label("", value)
+    if isinstance(value, str) and value.strip():
+        if re.match(r"^\d{4}-\d{2}-\d{2}T", value) and to_local(value) is not None:
+            return local_date(value)
+        return value.strip()
+    if isinstance(value, list) and value and all(isinstance(v, (str, int, float)) and v != "" for v in value):
+        return "、".join(value_label("", v) for v in value)
+    return None
+
+
 def render_instructions(text: str, data: dict) -> Markup:
-    """The BPMN instructions as plain text; `{{ var }}` and `{% if %}` use the task data (sandboxed)."""
+    """The BPMN instructions as plain text; `{{ var }}` and `{% if %}` use the task data (sandboxed).
+
+    Processes also name data keys bare ("（记录 application_record_id）", "enterprise_name 的表彰推荐"):
+    a bare key of the task data with a simple value is replaced by that value.
+    """
     if not text:
         return Markup("")
     try:
         rendered = _instructions_env.from_string(text).render(**data)
     except Exception:  # instructions must never hide the task; show them as written
         rendered = text
+
+    def bare(match) -> str:
+        key = match.group(0)
+        shown = _bare_value(data.get(key)) if key in data else None
+        return shown if shown is not None else key
+    rendered = _BARE_KEY.sub(bare, rendered)
     return Markup("<br>").join(escape(line) for line in rendered.strip().splitlines())
 
 
@@ -57,6 +87,10 @@ def return_reasons(view, instructions: str) -> tuple[list[tuple[str, str]], set[
         if isinstance(value, str) and value.strip() and value.strip() not in instructions:
             shown.append((str(_REASON_LABELS[match.group(1)]), value.strip()))
     return shown, keys
+
+
+def _canonical(value) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
 
 
 def _form_values(view, data: dict) -> dict:
@@ -82,16 +116,44 @@ class Organisations:
         return choices.organisation_label(self.engine, value, self.language)
 
 
-def render_task(view, values: dict, messages: dict | None = None):
+def _own_record(user, record) -> bool:
+    """A record of the user's own submission: about their enterprise, their agency or themselves."""
+    data = record.data or {}
+    if confidential.is_own_enterprise(user, record.enterprise_id or data.get("enterprise_id")):
+        return True
+    if user.has_role("consultancy") and user.organisation_id is not None \
+            and str(data.get("agency_id", "")) == str(user.organisation_id):
+        return True
+    return bool(data.get("username")) and data.get("username") == user.username
+
+
+def prefill_from_own_records(view, values: dict, records: list, user) -> dict:
+    """Form fields without a value take the user's own earlier submission kept in a record of this
+    instance (task data keeps only its id): a returned disclosure comes back filled in, to correct."""
+    if view.form is None:
+        return values
+    names = list((view.form.schema.get("properties") or {}).keys())
+    filled = dict(values)
+    for record in sorted(records, key=lambda r: r.id, reverse=True):
+        if not record.allowed or record.instance_id != view.instance.id or not _own_record(user, record):
+            continue
+        for name in names:
+            if name not in filled and record.data.get(name) not in (None, "", [], {}):
+                filled[name] = copy.deepcopy(record.data[name])
+    return filled
+
+
+def render_task(view, values: dict, messages: dict | None = None, *, prefill: bool = False):
     engine = get_engine()
     language = lang()
     user = current_user.model
     # The page shows the instance's earlier data: a look by anyone but the enterprise's own users is
     # recorded (Art. 20, 30), and so are looks at the confidential records the data refers to.
     page_view_recorded = confidential.record_task_page_view(engine, user, view.task)
-    records = record_panels(engine, view.task.form_process_id,
-                            confidential.read_records(engine, user, referenced_record_ids(view.data)),
-                            view.form, language)
+    record_views = confidential.read_records(engine, user, referenced_record_ids(view.data))
+    if prefill:
+        values = prefill_from_own_records(view, values, record_views, user)
+    records = record_panels(engine, view.task.form_process_id, record_views, view.form, language)
     form_view = FormView(view.form, language, values, messages,
                          choices={"division-code": division_choices(language)},
                          organisations=Organisations(engine, user, language)) if view.form is not None else None
@@ -101,6 +163,9 @@ def render_task(view, values: dict, messages: dict | None = None):
     reasons, reason_keys = return_reasons(view, str(instructions))
     earlier = earlier_items(engine, view.task.form_process_id,
                             {k: v for k, v in view.data.items() if k not in reason_keys}, view.form, language)
+    # what a record on the page shows anyway is not repeated in the earlier data
+    in_records = {(k, _canonical(v)) for r in record_views if r.allowed for k, v in (r.data or {}).items()}
+    earlier = [item for item in earlier if (item.key, _canonical(view.data.get(item.key))) not in in_records]
     file_ids += [item.file_id for item in earlier if item.kind == "file"]
     file_ids += [file_id for panel in records for file_id in panel.file_ids]
     ack_errors = []
@@ -125,7 +190,7 @@ def show(task_id: str):
     view = get_engine().task_view(current_user.model, task_id)
     if view.task.status != "open":
         return render_template("task_closed.html", task=view.task), 200
-    return render_task(view, _form_values(view, view.data))
+    return render_task(view, _form_values(view, view.data), prefill=True)
 
 
 @bp.route("/tasks/<task_id>", methods=["POST"])

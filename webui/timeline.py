@@ -22,7 +22,7 @@ from .dataview import Item, form_item, generic_item, process_forms
 from .display import HIDDEN_KEYS, to_local
 
 KIND_LABELS = {
-    "started": _l("发起"),
+    "started": _l("流程发起"),
     "task_completed": _l("办理完成"),
     "timer_fired": _l("定时器到期"),
     "message_sent": _l("发出消息"),
@@ -54,6 +54,20 @@ REASONS = {
 }
 
 ACTORS = {"engine": _l("系统"), "timer": _l("定时器")}
+
+# keys of start data and message payloads that no form asks for (display.KEY_LABELS has the others)
+KEY_LABELS = {
+    "grounds": _l("列入依据"),
+    "is_central": _l("中央企业"),
+    "source_instance_id": _l("来源实例"),
+    "conduct": _l("违法行为"),
+    "conduct_date": _l("行为发生日期"),
+    "deadline": _l("期限"),
+    "authority": _l("主管部门"),
+    "starter_roles": _l("发起人角色"),
+    "starter_jurisdiction_code": _l("发起人行政区划"),
+}
+HIDDEN = HIDDEN_KEYS | {"starter_organisation_id"}
 
 # event data keys that hold confidential data, by kind
 DATA_KEYS = {"started": "data", "task_completed": "data", "message_sent": "payload",
@@ -156,7 +170,7 @@ class Timeline:
             row.facts.append(Fact(_("查阅内容"), str(data.get("what") or "")))
             reason = data.get("reason") or ""
             label = REASONS.get(reason)
-            row.facts.append(Fact(_("依据"), str(label) if label is not None else reason, data=label is None))
+            row.facts.append(Fact(_("查阅依据"), str(label) if label is not None else reason, data=label is None))
         key = DATA_KEYS.get(kind)
         payload = data.get(key) if key else None
         if key is None and kind not in KIND_LABELS:
@@ -172,13 +186,15 @@ class Timeline:
         forms = self.forms()
         items = []
         for key, value in payload.items():
-            if key in HIDDEN_KEYS or str(key).startswith("_") or value in (None, "", [], {}):
+            if key in HIDDEN or str(key).startswith("_") or value in (None, "", [], {}):
                 continue
             try:
-                items.append(form_item(forms[key], key, value, self.lang) if key in forms
-                             else generic_item(key, value))
+                item = form_item(forms[key], key, value, self.lang) if key in forms else generic_item(key, value)
             except Exception:  # a form changed since: show the value as it was stored
-                items.append(generic_item(key, value))
+                item = generic_item(key, value)
+            if item.label == key and key in KEY_LABELS:
+                item.label = str(KEY_LABELS[key])
+            items.append(item)
         return items
 
     def _name_files(self, rows: list[Row]) -> None:
@@ -204,6 +220,13 @@ def item_text(item: Item) -> str:
     return item.text
 
 
+def _cell(value: Any) -> Any:
+    """A cell Excel will not run as a formula (submitted text may start with = + - @)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def to_csv(rows: list[Row]) -> bytes:
     """The timeline as CSV: UTF-8 with a byte order mark, so that Excel opens Chinese text correctly."""
     buffer = io.StringIO()
@@ -215,6 +238,7 @@ def to_csv(rows: list[Row]) -> bytes:
         parts += [f"{i.label}: {item_text(i)}" for i in row.items]
         if row.withheld:
             parts.append(_("提交的数据保密，未显示（第二十条）"))
-        writer.writerow([row.seq, local_seconds(row.at), row.actor_name, row.actor, row.kind_label, row.kind,
-                         row.task, row.bpmn_id, "\n".join(parts), row.hash])
+        writer.writerow([_cell(v) for v in (row.seq, local_seconds(row.at), row.actor_name, row.actor,
+                                             row.kind_label, row.kind, row.task, row.bpmn_id, "\n".join(parts),
+                                             row.hash)])
     return "\ufeff".encode("utf-8") + buffer.getvalue().encode("utf-8")

@@ -7,9 +7,13 @@ from dataclasses import dataclass
 from typing import Optional
 from xml.sax.saxutils import escape, quoteattr
 
+from lxml import etree
+
 from engine.layout import layout_bpmn
+from engine.xmlsafe import parse_bpmn_bytes
 
 MAX_DIFF_ROWS = 4000
+BPMNDI_NS = "http://www.omg.org/spec/BPMN/20100524/DI"
 _HUNK = re.compile(r"^@@ -(\d+)(?:,\d+)? \+(\d+)(?:,\d+)? @@")
 
 
@@ -46,6 +50,22 @@ def diff_rows(old: str, new: str, context: int = 3) -> tuple[list[DiffRow], bool
         if len(rows) >= MAX_DIFF_ROWS:
             return rows, True
     return rows, False
+
+
+def normalised(xml: str) -> str:
+    """The XML without comments, attributes sorted, diagram shapes in id order, one element per line:
+    a modeler that re-formats the whole file (bpmn-js does) then differs from a hand-written file only
+    where the content does. (The order of BPMNShape/BPMNEdge elements means nothing.)"""
+    tree = parse_bpmn_bytes(xml.encode("utf-8"), "version.bpmn")
+    top = {prefix: uri for prefix, uri in tree.getroot().nsmap.items() if prefix}
+    canonical = etree.tostring(tree, method="c14n2", with_comments=False, strip_text=True)
+    root = etree.fromstring(canonical, etree.XMLParser(remove_blank_text=True, resolve_entities=False,
+                                                          no_network=True))
+    etree.cleanup_namespaces(root, top_nsmap=top)
+    for plane in root.iter(f"{{{BPMNDI_NS}}}BPMNPlane"):
+        plane[:] = sorted(plane, key=lambda el: (str(el.get("bpmnElement")), str(el.get("id"))))
+    etree.indent(root, space="  ")
+    return etree.tostring(root, encoding="unicode")
 
 
 def skeleton_xml(process_id: str, name: str) -> bytes:

@@ -1,8 +1,10 @@
 """Browser tests: the app served on a free loopback port in a thread, driven by Debian Chromium.
 
-Which site the tests run against:
-- default: the web fixture (tests/webui/data), built here;
-- CLEANAUDIT_BROWSER_SITE=demo: `cleanaudit init --demo` (engine.demo) with the real processes.
+Every test runs against each site (test ids `[demo]`, `[fixture]`):
+- demo: `cleanaudit init --demo` (engine.seed + engine.demo), the real processes and forms, as
+  `make run` serves them (built once per session, copied for each test; screenshots demo-*.png);
+- fixture: the web fixture (tests/webui/data, process `web_fixture`).
+CLEANAUDIT_BROWSER_SITE=demo (or =fixture) runs one of them only.
 """
 from __future__ import annotations
 
@@ -35,23 +37,23 @@ class LiveSite:
         return self.url + path
 
 
-def _build(tmp_path) -> tuple[object, Scenario]:
-    if os.environ.get("CLEANAUDIT_BROWSER_SITE") == "demo":
-        from engine.facade import Engine
-        from engine.seed import init_database
-        engine = Engine(f"sqlite:///{tmp_path / 'demo.sqlite'}")
-        init_database(engine, demo=True)
-        return fixture_site.Site(engine), DEMO
+SITES = [name for name in ("demo", "fixture")
+         if os.environ.get("CLEANAUDIT_BROWSER_SITE", name) == name] or ["demo", "fixture"]
+
+
+def _build(name: str, tmp_path) -> tuple[object, Scenario]:
+    if name == "demo":
+        return fixture_site.demo_site(tmp_path / "demo.sqlite"), DEMO
     site = fixture_site.build_site(f"sqlite:///{tmp_path / 'browser.sqlite'}")
     return site, FIXTURE
 
 
-@pytest.fixture
-def live(tmp_path):
+@pytest.fixture(params=SITES)
+def live(request, tmp_path):
     """The web UI on http://127.0.0.1:<free port>, in a thread, with a fresh database."""
     from werkzeug.serving import make_server
     from webui import create_app
-    site, scenario = _build(tmp_path)
+    site, scenario = _build(request.param, tmp_path)
     scenario.prepare(site)
     app = create_app({"SECRET_KEY": "browser-tests", "ENGINE": site.engine, "SESSION_COOKIE_SECURE": False})
     server = make_server("127.0.0.1", 0, app, threaded=True)
@@ -82,12 +84,14 @@ def browser():
 
 
 @pytest.fixture
-def shot():
-    """shot(page, "01-login") saves a full-page screenshot under test-artifacts/screenshots/."""
+def shot(live):
+    """shot(page, "01-login") saves a full-page screenshot under test-artifacts/screenshots/
+    (demo-01-login.png for the demo site)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    prefix = live.scenario.screenshot_prefix
 
     def save(page, name: str) -> Path:
-        path = SCREENSHOTS / f"{name}.png"
+        path = SCREENSHOTS / f"{prefix}{name}.png"
         page.screenshot(path=str(path), full_page=True)
         return path
     return save

@@ -522,3 +522,16 @@ def test_schema_without_english_falls_back_to_chinese():
     with pytest.raises(InvalidFormData) as info:
         f.validate(data, lang="en")
     assert info.value.errors == {"media": ["公布媒体: required"]}
+
+
+def test_an_optional_table_left_empty_is_not_given():
+    """Empty rows of an optional table (minItems 2) are no table at all; of a required one, no rows."""
+    store = FormStore(Path(__file__).resolve().parents[2] / "forms")
+    commission = store.load("mandatory_audit", "commission_agency.schema.json")
+    raw = MultiDict([("audit_mode", "agency"), ("agency_id", "4"), ("contract_no", "HT-1"),
+                     ("contract_date", "2026-11-29"), ("self_audit_team-0-name", ""),
+                     ("self_audit_team-0-post", ""), ("self_audit_team-1-name", "")])
+    data = commission.coerce(raw)
+    assert "self_audit_team" not in data and commission.check(data) == {}
+    disclosure = store.load("mandatory_audit", "publish_emissions.schema.json")
+    assert disclosure.coerce(MultiDict([("pollutants-0-name", "")]))["pollutants"] == []

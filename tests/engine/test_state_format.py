@@ -178,3 +178,26 @@ def test_a_state_with_typed_values_restores_them(tmp_path, clock):
         assert restored.data["seen_at"] == when and isinstance(restored.data["seen_at"], datetime)
         assert reference_dump(again) == reference_dump(reference_load(state, spec_bundle[1], subs))
     engine.db.dispose()
+
+
+def test_a_workflow_is_kept_in_memory_only_when_loading_its_state_would_give_it_back(tmp_path, clock):
+    """Tuples, non-text keys, sets and datetimes change in a save and load: such a workflow is
+    loaded again from its state next time instead of being reused."""
+    from engine import runtime
+    engine = make_engine(f"sqlite:///{tmp_path / 'kept.sqlite'}", FIXTURES,
+                         ROOT / "tests" / "data" / "engine" / "forms")
+    engine.deploy_paths([FIXTURES / "approval.bpmn"], deployed_by="test")
+    org = add_organisation(engine, kind="enterprise", name="甲", credit_code="91350100M000100Y43",
+                           division_code="650102")
+    instance_id = engine.start("approval", actor="x", data={
+        "enterprise_id": org, "jurisdiction_code": "650102", "published_on": "2025-01-31"})
+    with engine.db.read() as session:
+        workflow = engine._load(session, instance_id, lock=False).workflow
+    task = runtime.ready_user_tasks(workflow)[0]
+    assert runtime.reusable(workflow)
+    for value in [(1, 2), {1: "a"}, {"a"}, datetime(2025, 1, 1, tzinfo=SHANGHAI), float("nan")]:
+        task.data["value"] = {"nested": [value]}
+        assert not runtime.reusable(workflow), value
+    task.data["value"] = {"nested": [[1, 2], {"1": "a"}, "2025-01-01", 1.5, None, True]}
+    assert runtime.reusable(workflow)
+    engine.db.dispose()

@@ -54,6 +54,11 @@ def test_the_epb_sees_the_disclosure_record_the_enterprise_published(demo, as_de
     assert "乌鲁木齐天山化工有限公司主要污染物排放情况（2025年度）" in page
     assert "化学需氧量" in page and "氨氮" in page and "28.6" in page and "王建国" in page
     assert "间接排放" in page and "排放浓度" in page        # option titles and column labels of the form
+    # the instructions name the record by its key; the page says which record that is
+    record_id = demo.engine.task_view(demo.user("epb-650102"), review.id).data["disclosure_record_id"]
+    instructions = page.split('class="panel instructions"', 1)[1].split("</section>", 1)[0]
+    assert f"（公开记录 {record_id}）" in instructions and "disclosure_record_id" not in instructions
+    assert f"记录 {record_id}</span>" in page
     # a published record needs no record of the look; the page view itself is recorded
     events = _views(demo, instance_id)
     assert [e.data.get("record_id") for e in events] == [None]
@@ -200,3 +205,33 @@ def test_a_returned_disclosure_shows_the_reason_with_the_instructions(demo, as_d
     instructions = page.split('class="panel instructions"', 1)[1].split("</section>", 1)[0]
     assert "退回理由" in instructions and "氨氮年排放总量与排污许可执行报告不符，请核实。" in instructions
     assert page.count("氨氮年排放总量与排污许可执行报告不符") == 1       # not again in the earlier data
+    # the form comes back with the disclosure as published (task data keeps only its record id)
+    assert 'value="氨氮"' in page and 'value="28.6"' in page and 'value="乌鲁木齐晚报"' in page
+
+
+def test_every_demo_task_page_and_public_record_renders_in_english(demo, demo_app, as_demo_user):
+    """Every open task of the demo (records, reasons, organisation lists included) and every public
+    record, in English without a missing translation."""
+    from test_i18n import untranslated
+    from engine.demo import USERS
+    _submit_disclosure(demo, as_demo_user)
+    problems, pages = [], 0
+    for username, *_ in USERS:
+        client = as_demo_user(username)
+        client.post("/language", data={"lang": "en"})
+        for row in demo.engine.inbox(demo.user(username), per_page=100).rows:
+            response = client.get(f"/tasks/{row.id}")
+            assert response.status_code == 200, (username, row.bpmn_id)
+            pages += 1
+            problems += [f"{username} {row.bpmn_id}: {text}" for text in untranslated(response.get_data(as_text=True))]
+    anonymous = demo_app.test_client()
+    anonymous.post("/language", data={"lang": "en"})
+    with demo.engine.db.read() as session:
+        public = list(session.scalars(select(Record.id).where(Record.public.is_(True), Record.confidential.is_(False))))
+    for record_id in public:
+        html = anonymous.get(f"/public/records/{record_id}").get_data(as_text=True)
+        problems += [f"record {record_id}: {text}" for text in untranslated(html)]
+    html = anonymous.get("/public/lists").get_data(as_text=True)
+    problems += [f"lists: {text}" for text in untranslated(html)]
+    assert pages >= 25 and public
+    assert not problems, problems[:20]

@@ -348,6 +348,11 @@
     }).then(function (outcome) {
       setStatus(outcome.message, outcome.ok ? "ok" : "bad", outcome.url);
       showProblems(outcome.errors, outcome.warnings);
+      if (outcome.version_label) {
+        var version = document.getElementById("current-version");
+        version.textContent = outcome.version_label;
+        version.hidden = false;
+      }
       holder.setAttribute("data-saved", outcome.ok ? "ok" : "error");
     }).catch(function () {
       setStatus(label("failed"), "bad");
