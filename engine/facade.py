@@ -690,7 +690,8 @@ class Engine:
                 start_data.setdefault("source_instance_id", source_instance_id)
             target = self._new_instance(session, version.process_id, actor, start_data, version=version)
             runtime.do_engine_steps(target.workflow)
-            target.workflow.send_event(event)
+            if not runtime.catch_at_start(target.workflow, event):
+                target.workflow.send_event(event)
             history.append(session, chain=history.instance_chain(target.row.id), kind="message_received",
                            actor=ENGINE_ACTOR, at=now, instance_id=target.row.id,
                            data={"message": name, "from_instance": source_instance_id, "payload": payload})

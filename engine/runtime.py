@@ -657,3 +657,19 @@ def do_engine_steps(workflow: BpmnWorkflow) -> None:
         if not (count > 0 or any(id(sp) not in known for sp in workflow.get_active_subprocesses())):
             break
     workflow.refresh_timers()
+
+
+def catch_at_start(workflow: BpmnWorkflow, event) -> bool:
+    """Deliver a message to the process's own message start event only.
+
+    `send_event` offers it to every waiting catcher, so the message that starts an instance would
+    also trigger the instance's event sub-processes that listen for the same message.
+    """
+    from SpiffWorkflow.bpmn.specs.mixins.events.start_event import StartEvent
+    for task in workflow.get_tasks(state=TaskState.WAITING):
+        spec = task.task_spec
+        if task.workflow is workflow and isinstance(spec, StartEvent) and spec.catches(task, event):
+            spec.catch(task, event)
+            spec._update(task)
+            return True
+    return False

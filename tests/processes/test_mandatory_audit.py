@@ -404,3 +404,13 @@ def test_engine_waits_for_messages_that_start_event_subprocesses():
     from engine import runtime
     from tests.processes.conftest import _lists_event_subprocess_starts
     assert _lists_event_subprocess_starts(runtime.waiting_messages)
+
+
+def test_the_listing_that_starts_the_audit_is_not_also_taken_as_a_second_listing(engine, actors, audit):
+    """Art. 8, 9: the event sub-process for a later listing must not fire on the first one."""
+    from engine import inspect
+    instance_id = audit.list_enterprise(actors.steel)
+    diagram = inspect.instance_diagram(engine, actors.admin, instance_id)
+    assert "relisted" not in diagram.completed + diagram.active
+    kinds = [e.kind for e in engine.history(instance_id)]
+    assert kinds.count("message_received") == 1
