@@ -30,7 +30,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from sqlalchemy import JSON, Column, Integer, MetaData, Table, insert, select, update
+from sqlalchemy import JSON, Column, Integer, MetaData, Table, insert, literal, select, update
 
 from .facade import PROJECT_ROOT
 
@@ -43,8 +43,8 @@ SIZES_ENV = "CLEANAUDIT_BENCH_SIZES"
 SIZES = {
     "quick": {
         "floor_updates": 300, "floor_instances": 20, "warmup_instances": 2, "instances": 20,
-        "http_instances": 6, "inbox_rows": 100_000, "inbox_user_rows": 5_000, "inbox_queries": 200,
-        "tick_waiting": 100_000, "tick_due": 300, "tick_idle_runs": 30,
+        "http_instances": 5, "inbox_rows": 100_000, "inbox_user_rows": 5_000, "inbox_queries": 150,
+        "tick_waiting": 100_000, "tick_due": 250, "tick_idle_runs": 30,
         "loop_rounds": [10, 100, 1000], "save_repeats": 5,
     },
     "full": {
@@ -355,6 +355,9 @@ class Scenario:
                                               {"MainCorrelationKey": {"enterprise_id": data["enterprise_id"]}})
             if instance_id is None:
                 raise RuntimeError("bench: no process took the message enterprise_listed")
+            if instance_id in self.instances:
+                raise RuntimeError(f"bench: the listing of a new enterprise reached the open audit "
+                                   f"{instance_id} of another one instead of starting an audit")
         else:
             instance_id = engine.start(self.process_id, actor="bench", data=data)
         self.instances[instance_id] = index
@@ -555,16 +558,30 @@ class Bench:
         from SpiffWorkflow import TaskState
         from . import history, runtime
         from .scripting import RestrictedScriptEngine, start_run
+        from .models import ProcessVersion
         engine = self.engine
         with engine.db.read() as session:
             version = engine.latest_version(session, self.scenario.process_id)
             pins = engine._pin_versions(session, version.id)
-            _, spec, _, _ = engine._specs(session, version.id)
-            subs = engine._subprocess_specs(session, version.id, pins)
+            spec_texts = [version.spec_json] + [session.get(ProcessVersion, v).spec_json for v in pins.values()]
+            called = list(pins)
         forms_cache: dict = {}
+
+        def private_specs():
+            # SpiffWorkflow changes a spec the first time an event sub-process is triggered
+            # (BpmnStartTask.trigger_wf connects it to the start): the floor must not share the
+            # engine's cached specs, nor one floor instance another's.
+            spec, subs = runtime.spec_from_json(spec_texts[0])
+            subs = dict(subs)
+            for process_id, text in zip(called, spec_texts[1:]):
+                called_spec, embedded = runtime.spec_from_json(text)
+                subs[process_id] = called_spec
+                subs.update(embedded)
+            return spec, subs
 
         def run(index: int, timings: list) -> None:
             self.scenario.start_data(index)  # creates the enterprise (not timed)
+            spec, subs = private_specs()
             with engine.db.read() as session:
                 helpers = dict(engine.extra_helpers)
                 helpers["due"] = engine._due_helper
@@ -887,10 +904,15 @@ class Bench:
         stand_in = zlib.compress(b'{"stand_in":"never loaded: not due"}')
         waiting = self.sizes["tick_waiting"]
         later = first_due + timedelta(days=365)
-        with engine.db.engine.begin() as conn:
-            for chunk in range(0, waiting, 20_000):
-                conn.execute(insert(table), [dict(met["row"], state=stand_in, next_timer_at=later)
-                                             for _ in range(min(20_000, waiting - chunk))])
+        values = dict(met["row"], state=stand_in, next_timer_at=later)
+        columns = [c for c in table.columns if c.name in values]
+        numbers = select(literal(1).label("n")).cte("numbers", recursive=True)
+        numbers = numbers.union_all(select(numbers.c.n + 1).where(numbers.c.n < waiting))
+        with engine.db.engine.begin() as conn:  # one INSERT ... SELECT over a generated series
+            conn.execute(insert(table).from_select(
+                [c.name for c in columns],
+                select(*[literal(values[c.name], type_=c.type).label(c.name) for c in columns])
+                .select_from(numbers)))
         due = self.sizes["tick_due"]
         unmet_count = max(1, due // 10)
         self._clone(met, due, met["due_at"])

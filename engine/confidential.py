@@ -18,6 +18,8 @@ is shown only to:
 
 Every view appends "confidential_viewed" to the instance's history chain (who, what record, when);
 every refusal appends "access_refused" and raises NotAllowed. Published records need no check.
+A task page shows an instance's data and the records its data names: record_task_page_view and
+read_records record those looks the same way, except the enterprise's own users' (is_own_enterprise).
 The functions take the Engine as first argument; the facade and the web UI call them.
 """
 from __future__ import annotations
@@ -264,6 +266,9 @@ def read_records(engine, user: User, record_ids) -> list[RecordView]:
     """
     out: list[RecordView] = []
     seen: set[int] = set()
+    record_ids = list(record_ids or [])
+    if not record_ids:
+        return out
     with engine.db.transaction() as session:
         for raw in record_ids:
             try:

@@ -201,7 +201,7 @@ def test_language_switch(live, actor, shot):
     assert page.locator("h2", has_text=scenario.english_form_title).count() == 1
     page.click("#submit-task")                     # empty form: English messages
     assert page.locator(".error-summary").is_visible()
-    assert "required" in page.locator("#e-legal_representative").inner_text()
+    assert "required" in page.locator("#e-media").inner_text()           # not pre-filled on either site
     shot(page, "11-task-invalid-en")
     page.goto(live.path("/public/"))
     shot(page, "12-public-en")
