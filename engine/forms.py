@@ -919,6 +919,7 @@ def coerce(form: Form, raw: Mapping) -> dict:
       accepted; a value that does not convert is kept as given so that ``validate`` reports it;
     - arrays of objects are rebuilt from ``name-<i>-field`` keys in index order, rows whose
       values are all empty are dropped; arrays of scalars from repeated keys or ``name-<i>``;
+      rows inside rows likewise, recursively: ``entries-0-evidence-1-pollutant``;
     - nested objects from ``name-field`` keys;
     - empty strings are dropped (so a missing required field reads "必填"), strings stripped;
     - a boolean field without a value is False unless its widget is ``radio`` or ``select``;

@@ -1,6 +1,7 @@
 """A task form as the templates draw it: fields from the JSON Schema and ui-schema, values, messages.
 
-HTML names follow engine.forms.coerce: `field`, `group-field`, `rows-<i>-column`, `list-<i>`.
+HTML names follow engine.forms.coerce: `field`, `group-field`, `rows-<i>-column`, `list-<i>`,
+and rows inside a row `rows-<i>-inner-<j>-column`.
 """
 from __future__ import annotations
 
@@ -47,10 +48,17 @@ class Rows:
     min_items: int = 0
     max_items: Optional[int] = None
     scalar: bool = False
+    placeholder: str = ROW_TEMPLATE_INDEX   # the index of the template row (__index1__ when nested)
+    depth: int = 0                          # 1 for rows inside a row, ...
 
     @property
     def kind(self) -> str:
         return "rows"
+
+    @property
+    def header(self) -> list:
+        """The columns drawn in the table; nested rows are drawn under their row."""
+        return [c for c in self.columns if c.kind == "field"]
 
 
 @dataclass
@@ -235,41 +243,74 @@ class FormView:
                      description=self._description(pointer), fields=subfields, errors=self._errors(name))
 
     def _rows(self, name: str, pointer: str, schema: dict, required: bool) -> Rows:
-        found = self.form.schema_at(f"{name}/0")
+        return self._rows_at(name, name, name, pointer, schema, required, self.values.get(name), 0)
+
+    def _rows_at(self, html_name: str, path: str, schema_path: str, pointer: str, schema: dict,
+                 required: bool, values: Any, depth: int) -> Rows:
+        """Rows of an array at ``path`` (HTML name ``html_name``); ``schema_path`` has 0 for every row index.
+
+        An array of objects inside a row is drawn as nested rows (depth 1, ...): its HTML names are
+        ``outer-<i>-inner-<j>-field``, its template row index ``__index<depth>__``; it shows the rows
+        there are plus one empty row (dropped on submit when left empty), so it works without JS.
+        """
+        found = self.form.schema_at(f"{schema_path}/0")
         item_pointer, items = found if found else ("", {})
-        values = self.values.get(name)
         values = values if isinstance(values, list) else []
         min_items = int(schema.get("minItems") or 0)
-        count = len(values) or max(1, min_items)
+        max_items = schema.get("maxItems")
+        if depth == 0:
+            count = len(values) or max(1, min_items)
+        else:
+            count = max(len(values) + 1, min_items, 1)
+            if isinstance(max_items, int) and max_items >= len(values):
+                count = min(count, max(max_items, 1))
         scalar = "object" not in _types(items)
+        placeholder = ROW_TEMPLATE_INDEX if depth == 0 else f"__index{depth}__"
+        ui_base = _split_ui(schema_path)
 
-        def row(index) -> list[Field]:
+        def row(index) -> list:
             value = values[index] if isinstance(index, int) and index < len(values) else None
             if scalar:
-                return [self._scalar(f"{name}-{index}", f"{name}/{index}", item_pointer, items, True,
-                                     value, [name, 0])]
+                return [self._scalar(f"{html_name}-{index}", f"{path}/{index}", item_pointer, items, True,
+                                     value, ui_base + [0])]
             value = value if isinstance(value, dict) else {}
-            cells = []
+            cells: list = []
             item_required = set(items.get("required") or [])
-            order = self.form.ui([name, 0]).get("ui:order")
+            order = self.form.ui(ui_base + [0]).get("ui:order")
             columns = list((items.get("properties") or {}).keys())
             if isinstance(order, list):
                 columns = [c for c in order if c in columns] + [c for c in columns if c not in order]
             for column in columns:
-                cell = self.form.schema_at(f"{name}/0/{column}")
+                cell = self.form.schema_at(f"{schema_path}/0/{column}")
                 if not cell:
                     continue
-                cells.append(self._scalar(f"{name}-{index}-{column}", f"{name}/{index}/{column}",
+                cell_types = _types(cell[1])
+                if ("array" in cell_types and not self._item_options(f"{schema_path}/0/{column}")
+                        and "object" in _types(self._item_schema(f"{schema_path}/0/{column}"))):
+                    cells.append(self._rows_at(f"{html_name}-{index}-{column}", f"{path}/{index}/{column}",
+                                               f"{schema_path}/0/{column}", cell[0], cell[1],
+                                               column in item_required, value.get(column), depth + 1))
+                    continue
+                cells.append(self._scalar(f"{html_name}-{index}-{column}", f"{path}/{index}/{column}",
                                           cell[0], cell[1], column in item_required,
-                                          value.get(column), [name, 0, column]))
+                                          value.get(column), ui_base + [0, column]))
             return cells
 
         rows = [row(i) for i in range(count)]
         # messages of rows beyond those drawn (e.g. a removed row) stay in the summary
-        return Rows(name=name, path=name, label=self._label(pointer, name),
+        return Rows(name=html_name, path=path, label=self._label(pointer, html_name),
                     description=self._description(pointer), required=required,
-                    columns=row(ROW_TEMPLATE_INDEX), rows=rows, errors=self._errors(name),
-                    min_items=min_items, max_items=schema.get("maxItems"), scalar=scalar)
+                    columns=row(placeholder), rows=rows, errors=self._errors(path),
+                    min_items=min_items, max_items=max_items, scalar=scalar,
+                    placeholder=placeholder, depth=depth)
+
+    def _item_schema(self, schema_path: str) -> dict:
+        found = self.form.schema_at(f"{schema_path}/0")
+        return found[1] if found else {}
+
+
+def _split_ui(schema_path: str) -> list:
+    return [int(p) if p.isdigit() else p for p in schema_path.split("/") if p]
 
 
 LIST_SEPARATORS = re.compile(r"[,，、;；\s]+")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from typing import Any
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 from flask_babel import gettext as _
@@ -213,9 +214,7 @@ def complete(task_id: str):
     action = request.form.get("_action", "")
     if action.startswith("add:"):
         # adding a row without JavaScript: show the form again, one row longer, nothing saved
-        name = action[4:]
-        rows = data.get(name) if isinstance(data.get(name), list) else []
-        data[name] = rows + [{}]
+        _add_row(data, action[4:])
         return render_task(view, data)
 
     g.rerender_invalid = lambda exc: render_task(view, data, _messages(exc))
@@ -233,6 +232,29 @@ def complete(task_id: str):
         raise
     flash(flash_text(_("已提交：%(title)s"), title=view.task.title), "success")
     return redirect(url_for("inbox.index"))
+
+
+def _add_row(data: dict, name: str) -> None:
+    """One more row in the rows named `name` (`entries`, or nested `entries-0-evidence`)."""
+    parts = name.split("-")
+    node: Any = data
+    for i in range(0, len(parts) - 1, 2):          # outer-<i>-... : walk to the row holding the rows
+        if not isinstance(node, dict) or not parts[i + 1].isdigit():
+            return
+        rows = node.get(parts[i])
+        if not isinstance(rows, list):
+            rows = node[parts[i]] = []
+        index = int(parts[i + 1])
+        while len(rows) <= index:
+            rows.append({})
+        if not isinstance(rows[index], dict):
+            return
+        node = rows[index]
+    last = parts[-1] if len(parts) % 2 else None
+    if last is None or not isinstance(node, dict):
+        return
+    rows = node.get(last) if isinstance(node.get(last), list) else []
+    node[last] = rows + [{}]
 
 
 def _messages(exc: InvalidFormData) -> dict:

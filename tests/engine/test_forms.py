@@ -535,3 +535,36 @@ def test_an_optional_table_left_empty_is_not_given():
     assert "self_audit_team" not in data and commission.check(data) == {}
     disclosure = store.load("mandatory_audit", "publish_emissions.schema.json")
     assert disclosure.coerce(MultiDict([("pollutants-0-name", "")]))["pollutants"] == []
+
+
+def test_coerce_rebuilds_rows_inside_rows():
+    """`outer-<i>-inner-<j>-field` keys (propose_list: entries -> evidence / substances), recursively;
+    empty rows at either level are dropped, values typed by the inner schema."""
+    root = Path(__file__).resolve().parents[2] / "forms"
+    form = FormStore(root).load("mandatory_listing", "propose_list.schema.json")
+    raw = MultiDict([
+        ("listing_ground", "exceeding"), ("entries-0-enterprise_id", "7"),
+        ("entries-0-enterprise_name", "甲公司"), ("entries-0-credit_code", "91650102ma77a1b2cd"),
+        ("entries-0-evidence-0-basis", "over_standard"), ("entries-0-evidence-0-pollutant", "COD"),
+        ("entries-0-evidence-0-measured_value", "１２０.5"), ("entries-0-evidence-0-limit_value", "100"),
+        ("entries-0-evidence-1-pollutant", ""), ("entries-0-evidence-1-measured_value", " "),  # the empty row
+        ("entries-0-evidence-2-pollutant", "氨氮"), ("entries-0-evidence-2-measured_value", "x"),
+        ("entries-0-substances-0-name", ""),                                   # untouched empty table
+        ("entries-0-substances-0-hazards", ""),
+        ("entries-1-enterprise_name", "乙公司"),
+        ("entries-1-substances-0-name", "镉"), ("entries-1-substances-0-hazards", "highly_toxic"),
+        ("entries-1-substances-0-hazards", "carcinogenic"), ("entries-1-substances-0-annual_quantity_t", "1.5"),
+        ("entries-2-enterprise_name", ""), ("entries-2-evidence-0-pollutant", ""),   # an empty outer row
+    ])
+    data = coerce(form, raw)
+    assert data["entries"] == [
+        {"enterprise_id": 7, "enterprise_name": "甲公司", "credit_code": "91650102MA77A1B2CD",
+         "evidence": [{"basis": "over_standard", "pollutant": "COD", "measured_value": 120.5, "limit_value": 100},
+                      {"pollutant": "氨氮", "measured_value": "x"}]},
+        {"enterprise_name": "乙公司",
+         "substances": [{"name": "镉", "hazards": ["highly_toxic", "carcinogenic"], "annual_quantity_t": 1.5}]},
+    ]
+    # a value that does not convert is reported at its nested field
+    problems = form.check(data)
+    assert "entries/0/evidence/1/measured_value" in problems
+    assert "entries/0/evidence/1/medium" in problems and "entries/1/credit_code" in problems

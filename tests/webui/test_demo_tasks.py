@@ -235,3 +235,74 @@ def test_every_demo_task_page_and_public_record_renders_in_english(demo, demo_ap
     problems += [f"lists: {text}" for text in untranslated(html)]
     assert pages >= 25 and public
     assert not problems, problems[:20]
+
+
+def _ground_one_proposal(demo, measured="168"):
+    """The demo draft of epb-650102 filled in as a county EPB would: one enterprise, two rows of evidence."""
+    ent_a = _org_id(demo, "乌鲁木齐天山化工有限公司")
+    evidence = {"basis": "over_standard", "medium": "water", "limit_value": "100", "unit": "mg/L",
+                "standard_or_quota": "GB 8978-1996（一级标准）", "measured_on": "2026-08-18",
+                "monitoring_report": "乌环监字〔2026〕第0415号"}
+    data = {"listing_ground": "exceeding", "batch": "2026-4", "publication_media": "乌鲁木齐晚报",
+            "proposal_action": "submit", "entries-0-enterprise_id": str(ent_a),
+            "entries-0-enterprise_name": "乌鲁木齐天山化工有限公司", "entries-0-credit_code": "91650102MA77A1B2CD"}
+    for j, (pollutant, value) in enumerate([("化学需氧量", measured), ("氨氮", "28.6")]):
+        data.update({f"entries-0-evidence-{j}-{k}": v for k, v in evidence.items()})
+        data[f"entries-0-evidence-{j}-pollutant"] = pollutant
+        data[f"entries-0-evidence-{j}-measured_value"] = value
+    # the empty rows the page draws (one more evidence row, the untouched substances table) are dropped
+    data.update({"entries-0-evidence-2-pollutant": "", "entries-0-substances-0-name": ""})
+    return data
+
+
+def test_the_listing_proposal_draws_rows_inside_its_rows(demo, as_demo_user):
+    draft = _task(demo, "epb-650102", "propose_list")
+    page = as_demo_user("epb-650102").get(f"/tasks/{draft.id}").get_data(as_text=True)
+    # evidence and substances of an entry are tables of their own, not one comma-separated box
+    assert 'name="entries-0-evidence"' not in page and 'name="entries-0-substances"' not in page
+    assert '<fieldset class="rows nested-rows" id="f-entries-0-evidence">' in page
+    assert '<input id="f-entries-0-evidence-0-pollutant" name="entries-0-evidence-0-pollutant"' in page
+    assert re.search(r'<select id="f-entries-0-evidence-0-medium" name="entries-0-evidence-0-medium"', page)
+    assert 'name="entries-0-evidence-0-measured_on"' in page and 'type="date"' in page
+    assert 'name="entries-0-substances-0-name"' in page
+    assert 'name="entries-0-substances-0-hazards" value="carcinogenic"' in page      # checkboxes
+    assert 'data-add-row="entries-0-evidence"' in page and 'value="add:entries-0-substances"' in page
+    # templates: a new entry brings its own evidence table; a new evidence row its own index
+    assert 'name="entries-__index__-evidence-0-pollutant"' in page
+    assert '<template id="tpl-entries-0-evidence" data-placeholder="__index1__">' in page
+    assert 'name="entries-0-evidence-__index1__-pollutant"' in page
+    assert 'name="entries-__index__-evidence-__index1__-pollutant"' in page
+
+
+def test_a_ground_one_proposal_is_completed_through_the_web(demo, as_demo_user):
+    draft = _task(demo, "epb-650102", "propose_list")
+    epb = as_demo_user("epb-650102")
+    # without JavaScript, "add a row" of the evidence draws the form again one evidence row longer
+    data = _ground_one_proposal(demo)
+    page = epb.post(f"/tasks/{draft.id}", data={**data, "_action": "add:entries-0-evidence"})
+    assert page.status_code == 200
+    assert 'name="entries-0-evidence-3-pollutant"' in page.get_data(as_text=True)
+    response = epb.post(f"/tasks/{draft.id}", data=data)
+    assert response.status_code == 302, response.get_data(as_text=True)[:2000]
+    stored = demo.engine.instance_data(draft.instance_id)
+    entries = stored["entries"]
+    assert [(e["pollutant"], e["measured_value"]) for e in entries[0]["evidence"]] == [
+        ("化学需氧量", 168), ("氨氮", 28.6)]
+    assert "substances" not in entries[0]
+
+
+def test_an_invalid_nested_value_is_shown_at_its_field(demo, as_demo_user):
+    draft = _task(demo, "epb-650102", "propose_list")
+    epb = as_demo_user("epb-650102")
+    data = _ground_one_proposal(demo, measured="-5")
+    data["entries-0-evidence-1-medium"] = ""
+    response = epb.post(f"/tasks/{draft.id}", data=data)
+    assert response.status_code == 422
+    page = response.get_data(as_text=True)
+    cell = re.search(r'<td class="has-error w-number"><input id="f-entries-0-evidence-0-measured_value"'
+                     r'[^>]*aria-invalid="true"[^>]*>(.*?)</td>', page, re.S)
+    assert cell and 'id="e-entries-0-evidence-0-measured_value"' in cell.group(1) and "不得小于 0" in cell.group(1)
+    assert 'id="e-entries-0-evidence-1-medium">必填' in page
+    assert 'href="#f-entries-0-evidence-0-measured_value"' in page          # the summary links to it
+    assert 'value="氨氮"' in page                                             # nothing typed is lost
+    assert _task(demo, "epb-650102", "propose_list").id == draft.id          # nothing saved

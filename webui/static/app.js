@@ -6,7 +6,7 @@
 
   function nextIndex(tbody) {
     var max = -1;
-    tbody.querySelectorAll("tr[data-index]").forEach(function (tr) {
+    tbody.querySelectorAll(":scope > tr[data-index]").forEach(function (tr) {
       var n = parseInt(tr.getAttribute("data-index"), 10);
       if (!isNaN(n) && n > max) { max = n; }
     });
@@ -15,7 +15,7 @@
 
   function renumber(tbody) {
     var n = 1;
-    tbody.querySelectorAll("tr[data-index] > td.rownum").forEach(function (td) { td.textContent = String(n++); });
+    tbody.querySelectorAll(":scope > tr[data-index] > td.rownum").forEach(function (td) { td.textContent = String(n++); });
   }
 
   function addRow(name) {
@@ -23,13 +23,15 @@
     var template = document.getElementById("tpl-" + name);
     if (!tbody || !template) { return; }
     var max = parseInt(tbody.getAttribute("data-max") || "0", 10);
-    if (max && tbody.querySelectorAll("tr[data-index]").length >= max) { return; }
+    if (max && tbody.querySelectorAll(":scope > tr[data-index]").length >= max) { return; }
     var index = String(nextIndex(tbody));
-    var html = template.innerHTML.split("__index__").join(index);
+    // rows inside a row have their own placeholder (__index1__, ...), left for their own template
+    var placeholder = template.getAttribute("data-placeholder") || "__index__";
+    var html = template.innerHTML.split(placeholder).join(index);
     var holder = document.createElement("tbody");
     holder.innerHTML = html;
     var row = holder.firstElementChild;
-    tbody.appendChild(row);
+    while (holder.firstElementChild) { tbody.appendChild(holder.firstElementChild); }   // the row and its nested rows
     renumber(tbody);
     var first = row.querySelector("input, select, textarea");
     if (first) { first.focus(); }
@@ -39,14 +41,20 @@
     var row = button.closest("tr");
     var tbody = row && row.parentElement;
     if (!tbody) { return; }
-    if (tbody.querySelectorAll("tr[data-index]").length <= 1) {
+    var sub = row.nextElementSibling;                   // the rows inside this row, drawn under it
+    if (!sub || !sub.classList.contains("subrows")) { sub = null; }
+    if (tbody.querySelectorAll(":scope > tr[data-index]").length <= 1) {
       // keep one row to type into; clearing it removes it from the submission
-      row.querySelectorAll("input, select, textarea").forEach(function (el) {
-        if (el.type === "checkbox" || el.type === "radio") { el.checked = false; } else { el.value = ""; }
+      [row, sub].forEach(function (part) {
+        if (!part) { return; }
+        part.querySelectorAll("input, select, textarea").forEach(function (el) {
+          if (el.type === "checkbox" || el.type === "radio") { el.checked = false; } else { el.value = ""; }
+        });
       });
       return;
     }
-    row.parentElement.removeChild(row);
+    if (sub) { tbody.removeChild(sub); }
+    tbody.removeChild(row);
     renumber(tbody);
   }
 
