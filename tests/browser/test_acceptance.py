@@ -184,6 +184,14 @@ def test_a_listing_proposal_chooses_enterprises_of_the_district(live, actor, sho
     assert "乌鲁木齐天山化工有限公司（91650102MA77A1B2CD）" in choices
     assert not any("昌吉" in text for text in choices)                 # another prefecture
     epb.locator("select[name=entries-0-enterprise_id]").select_option(label="乌鲁木齐天山酿造有限公司（91650102MA7JT8WK2B）")
+    # rows inside rows: each listed enterprise has its own evidence table (Art. 8(1))
+    before = epb.locator("[name^='entries-0-evidence-'][name$='-pollutant']").count()
+    epb.click('[data-add-row="entries-0-evidence"]')
+    assert epb.locator("[name^='entries-0-evidence-'][name$='-pollutant']").count() == before + 1
+    epb.click('[data-add-row="entries"]')
+    assert epb.locator("[name^='entries-1-evidence-'][name$='-pollutant']").count() >= 1
+    assert epb.locator("[name*='__index']").evaluate_all(
+        "els => els.filter(e => !e.closest('template')).length") == 0
     shot(epb, "16-propose-list-zh")
 
 
