@@ -218,6 +218,8 @@ class Engine:
         if cached is None:
             version = session.get(ProcessVersion, version_id)
             spec, embedded = runtime.spec_from_json(version.spec_json)
+            for one in [spec, *embedded.values()]:
+                runtime.connect_event_subprocess_ends(one)
             cached = (version.process_id, spec, embedded, list(version.called_process_ids))
             self._spec_cache[version_id] = cached
             while len(self._spec_cache) > 256:

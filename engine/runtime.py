@@ -75,6 +75,11 @@ def install() -> None:
         # once before the second agency answered).
         from SpiffWorkflow.bpmn.specs.mixins.parallel_gateway import ParallelGateway
         ParallelGateway._check_threshold_unstructured = _parallel_join_ready
+        # Triggering an event sub-process connected it to the START of the (shared) spec: every
+        # instance created afterwards started that sub-process at once, uncorrelated, so one
+        # enterprise's listing could land in another enterprise's audit.
+        from SpiffWorkflow.bpmn.specs.control import BpmnStartTask
+        BpmnStartTask.trigger_wf = _trigger_event_subprocess
         from . import clock
         clock.install()
         _installed = True
@@ -86,6 +91,33 @@ def _ancestor_ids(task) -> list:
         ids.append(parent.id)
         parent = parent.parent
     return ids
+
+
+def _trigger_event_subprocess(self, my_task, spec_name):
+    """Start an event sub-process for this workflow only, leaving the shared spec's start alone."""
+    spec = self._wf_spec.task_specs.get(spec_name)
+    connect_event_subprocess_ends(self._wf_spec)
+    child = my_task._add_child(spec, TaskState.FUTURE)
+    child.triggered = True  # never pruned by the start task's own children
+    child.task_spec._update(child)
+    return child.id
+
+
+def connect_event_subprocess_ends(process_spec) -> None:
+    """Let each event sub-process lead to End (what SpiffWorkflow adds on first trigger), up front,
+    so every instance of a version sees the same spec."""
+    start = getattr(process_spec, "start", None)
+    end = getattr(process_spec, "end", None)
+    for name in getattr(start, "trigger_specs", []) or []:
+        spec = process_spec.task_specs.get(name)
+        if spec is None:
+            continue
+        if end is not None and end not in spec.outputs:
+            spec.connect(end)
+        if start not in spec.inputs:
+            # an input (SpiffWorkflow checks every ready task has one), not an output of the
+            # start: connecting both ways would start the sub-process with every instance
+            spec._connect_notify(start)
 
 
 def _parallel_join_ready(self, my_task) -> bool:

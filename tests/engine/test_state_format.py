@@ -51,7 +51,6 @@ REFERENCE = _reference_serializer()
 
 
 def reference_dump(workflow) -> dict:
-    from SpiffWorkflow.bpmn import BpmnWorkflow  # noqa: F401
     REFERENCE.registry._encoder_mode = True
     try:
         text = json.dumps(REFERENCE.to_dict(workflow), cls=REFERENCE._encoder_cls, separators=(",", ":"))

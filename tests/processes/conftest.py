@@ -410,7 +410,7 @@ class AuditDriver:
 
 @pytest.fixture
 def audit(engine, actors, scene):
-    """An AuditDriver over the test's engine and actors (the engine workarounds applied)."""
+    """An AuditDriver over the test's engine and actors."""
     return AuditDriver(engine, actors, scene)
 
 

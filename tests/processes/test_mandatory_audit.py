@@ -414,3 +414,22 @@ def test_the_listing_that_starts_the_audit_is_not_also_taken_as_a_second_listing
     assert "relisted" not in diagram.completed + diagram.active
     kinds = [e.kind for e in engine.history(instance_id)]
     assert kinds.count("message_received") == 1
+
+
+def test_a_relisting_of_one_enterprise_never_reaches_another_enterprises_audit(engine, actors, audit):
+    """Art. 8, 9: after enterprise A was listed twice, B and C each still get their own audit."""
+    from engine.models import Instance
+    from sqlalchemy import select
+    first = audit.list_enterprise(actors.steel)
+    assert audit.list_enterprise(actors.steel, grounds=("hazardous",)) == first
+    second = audit.list_enterprise(actors.chem)
+    third = audit.list_enterprise(actors.cement, jurisdiction_code="650103")
+    assert len({first, second, third}) == 3
+    with engine.db.read() as session:
+        audits = session.scalars(select(Instance).where(Instance.process_id == "mandatory_audit")).all()
+        by_enterprise = {}
+        for row in audits:
+            by_enterprise.setdefault(row.enterprise_id, []).append(row.id)
+    assert all(len(ids) == 1 for ids in by_enterprise.values()), by_enterprise
+    kinds = [e.kind for e in engine.history(second)]
+    assert kinds.count("message_received") == 1
