@@ -123,6 +123,17 @@ def make_helpers(session: Session, holder: dict) -> dict:
         row = session.get(Record, int(record_id))
         return dict(row.data) if row is not None else {}
 
+    def withdraw_publication(record_id) -> bool:
+        """Take a published record off the public pages (e.g. a disclosure the EPB returned as not as
+        required, Art. 10); it stays on record for the instance, and the reason is in its history."""
+        from .models import Record
+        row = session.get(Record, int(record_id)) if record_id not in (None, "") else None
+        if row is None or not row.public:
+            return False
+        row.public = False
+        session.flush()
+        return True
+
     # ---------------------------------------------------------------- Art. 15, 19: agency filing
     def set_agency_filing(agency_id, status, filing_number=None) -> dict:
         """Set an audit agency's filing status (none|applying|filed|revoked); returns its filing."""
@@ -216,6 +227,7 @@ def make_helpers(session: Session, holder: dict) -> dict:
 
     return {"instance_id": instance_id, "is_filed_agency": is_filed_agency, "organisation_info": organisation_info,
             "publish": publish, "keep_record": keep_record, "read_record": read_record,
+            "withdraw_publication": withdraw_publication,
             "set_agency_filing": set_agency_filing, "next_filing_number": next_filing_number,
             "find_organisation": find_organisation, "draw_experts": draw_experts,
             "enrol_expert": enrol_expert, "grant_access": grant_access,

@@ -98,7 +98,8 @@ def test_art10_local_epb_returns_disclosure_with_reason_and_enterprise_resubmits
 
     scene.act(actors.steel_user, "publish_emissions", audit.disclosure(), listed)
     scene.act(actors.tianshan_epb, "verify_disclosure", {"verification": "accept", "checked_on": "2025-03-28"}, listed)
-    assert len(scene.records("emission_disclosure")) == 2   # each publication is on the public pages
+    first, second = scene.records("emission_disclosure")   # both kept on record ...
+    assert not first.public and second.public   # the returned one withdrawn, the corrected one public
     assert scene.open_tasks(listed) == ["commission_agency"]
 
 
