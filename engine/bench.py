@@ -861,7 +861,8 @@ class Bench:
         from . import runtime
         from .models import HumanTask, Instance
         table, tasks = Instance.__table__, HumanTask.__table__
-        text = zlib.decompress(template["row"]["state"]).decode("utf-8")
+        from . import state as state_format
+        text = state_format.decompress(template["row"]["state"]).decode("utf-8")
         ids = sorted(set(re.findall(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", text)))
         pattern = re.compile("|".join(re.escape(i) for i in ids))
         created: list[int] = []
@@ -871,8 +872,8 @@ class Bench:
                 for _ in range(min(2000, count - chunk)):
                     mapping = {old: str(uuid.uuid4()) for old in ids}
                     row = dict(template["row"], next_timer_at=next_timer_at)
-                    row["state"] = zlib.compress(pattern.sub(lambda m: mapping[m.group(0)], text).encode("utf-8"),
-                                                 runtime.STATE_COMPRESSION_LEVEL)
+                    row["state"] = state_format.compress(
+                        pattern.sub(lambda m: mapping[m.group(0)], text).encode("utf-8"))
                     rows.append(row)
                     humans.append([{**t, "id": mapping[t["id"]]} for t in template["tasks"]])
                 new_ids = conn.execute(insert(table).returning(table.c.id), rows).scalars().all()

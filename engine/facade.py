@@ -594,24 +594,25 @@ class Engine:
                 self._close_human_task(session, task_id, "cancelled", now)
         new_rows = [task for task_id, task in ready.items() if task_id not in open_ids]
         if new_rows:
-            helpers = engine_helpers(self.script_engine(session))
-            session.execute(insert(table), [self._human_task_values(row, task, now, helpers)
+            # the script engine this action runs with (its helpers see this transaction)
+            script_engine = workflow.script_engine
+            session.execute(insert(table), [self._human_task_values(row, task, now, script_engine)
                                             for task in new_rows])
 
-    def _human_task_values(self, instance: Instance, task, now: datetime, helpers: dict) -> dict:
+    def _human_task_values(self, instance: Instance, task, now: datetime, script_engine) -> dict:
         """The inbox row of a READY user task: scope and due date evaluated over the task data."""
         props = runtime.user_task_properties(task)
         lane = task.task_spec.lane or ""
-        from .scripting import evaluate_expression
+        evaluate_expression = script_engine.evaluate_expression
         expression = props.get("scope") or authz.default_scope_expression(lane)
         try:
-            scope = str(evaluate_expression(expression, task.data, helpers=helpers))
+            scope = str(evaluate_expression(expression, task.data))
         except Exception as exc:
             raise ScriptError(f"scope of task {task.task_spec.name} ({expression}): {_describe(exc)}") from exc
         due_at = None
         if props.get("due"):
             try:
-                value = evaluate_expression(props["due"], task.data, helpers=helpers)
+                value = evaluate_expression(props["due"], task.data)
                 due_at = _to_datetime(value)
             except Exception as exc:
                 raise ScriptError(f"due date of task {task.task_spec.name}: {_describe(exc)}") from exc
@@ -770,14 +771,14 @@ class Engine:
 
     def _fire(self, instance_id: int, now: datetime) -> Optional[RunResult]:
         with self._budget(), self.db.transaction() as session:
-            query = select(Instance).where(Instance.id == instance_id, Instance.next_timer_at <= now,
-                                           Instance.status == "running")
+            query = select(Instance.id).where(Instance.id == instance_id, Instance.next_timer_at <= now,
+                                              Instance.status == "running")
             if not self.db.is_sqlite:
                 query = query.with_for_update(skip_locked=True)
             if session.execute(query).scalar_one_or_none() is None:
                 return None  # another worker fired it meanwhile
             loaded = self._load(session, instance_id)
-            waiting = {t.id: t for t in loaded.workflow.get_tasks(state=TaskState.WAITING)}
+            waiting = {t.id: t for t in runtime.waiting_tasks(loaded.workflow)}
             loaded.workflow.refresh_timers()
             fired = [t for t in waiting.values() if t.state != TaskState.WAITING
                      or t._get_internal_data("event_fired", False)]

@@ -12,7 +12,7 @@ import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable, Optional
-from uuid import UUID
+from uuid import UUID, SafeUUID
 
 from SpiffWorkflow import TaskState
 from SpiffWorkflow.bpmn import BpmnWorkflow
@@ -22,7 +22,7 @@ from SpiffWorkflow.bpmn.serializer.default.workflow import (BpmnSubWorkflowConve
 from SpiffWorkflow.bpmn.specs.mixins.events.event_types import CatchingEvent
 from SpiffWorkflow.bpmn.util.subworkflow import BpmnSubWorkflow
 from SpiffWorkflow.task import Task
-from SpiffWorkflow.bpmn.serializer.workflow import VERSION as SERIALIZER_VERSION
+from SpiffWorkflow.bpmn.serializer.workflow import VERSION as SPIFF_SERIALIZER_VERSION
 from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
 from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
 from SpiffWorkflow.bpmn.specs.mixins.subworkflow_task import CallActivity, SubWorkflowTask
@@ -80,9 +80,73 @@ def install() -> None:
         # enterprise's listing could land in another enterprise's audit.
         from SpiffWorkflow.bpmn.specs.control import BpmnStartTask
         BpmnStartTask.trigger_wf = _trigger_event_subprocess
+        # Merging data (a join, a sub-process's result, a multi-instance child) changed dicts and
+        # lists nested in the receiving task's data in place; those are shared with the tasks
+        # before it, so the data that finished tasks recorded changed afterwards. Merge into copies.
+        from SpiffWorkflow.util.deep_merge import DeepMerge
+        DeepMerge.merge = staticmethod(_merge_into_copies)
+        DeepMerge.merge_array = staticmethod(_merge_array_into_copies)
         from . import clock
         clock.install()
         _installed = True
+
+
+def _own(value):
+    return _shallow_copy(value) if isinstance(value, (dict, list, set)) else value
+
+
+def _shallow_copy(value):
+    return value.copy() if type(value) in (dict, list, set) else copy.copy(value)
+
+
+def _merge_into_copies(a, b, path=None):
+    """DeepMerge.merge(a, b) (b merged into a, a returned), never changing a container nested in a
+    in place: a nested dict or list that receives values is replaced by a merged copy."""
+    for key in b:
+        new = b[key]
+        if key in a:
+            old = a[key]
+            if old == new:
+                continue
+            if isinstance(old, dict) and isinstance(new, dict):
+                a[key] = _merge_into_copies(_shallow_copy(old), new)
+            elif isinstance(old, list) and isinstance(new, list):
+                merged = _shallow_copy(old)
+                _merge_array_into_copies(merged, new)
+                a[key] = merged
+            else:
+                a[key] = _own(new)
+        else:
+            a[key] = _own(new)
+    return a
+
+
+def _merge_array_into_copies(a, b, path=None):
+    """DeepMerge.merge_array(a, b) (a changed in place, as there), merging nested dicts into copies."""
+    seen_hashable, seen_unhashable = set(), []
+    for item in a:
+        try:
+            seen_hashable.add(item)
+        except TypeError:
+            seen_unhashable.append(item)
+    for index, value in enumerate(b):
+        if isinstance(value, dict):
+            if len(a) > index:
+                old = a[index]
+                a[index] = _merge_into_copies(_shallow_copy(old) if isinstance(old, dict) else old, value)
+            else:
+                a.append(value)
+        else:
+            try:
+                if value in seen_hashable:
+                    continue
+                seen_hashable.add(value)
+            except TypeError:
+                if value in seen_unhashable:
+                    continue
+                seen_unhashable.append(value)
+            a.append(value)
+    del a[len(b):]
 
 
 def _ancestor_ids(task) -> list:
@@ -228,6 +292,9 @@ def _update_waiting_tasks(self) -> None:
 # walked value by value, and inherited data is copied the way DeepMerge.merge({}, parent) does.
 _UUIDS: dict = {}
 _UUID_TEXT: dict = {}
+# What instance.serializer_version records for states written now (engine/state.py's format 2,
+# carrying what SpiffWorkflow's serializer of this version carries).
+SERIALIZER_VERSION = f"ca2-spiff{SPIFF_SERIALIZER_VERSION}"
 _MUTABLE = (dict, list, set)
 _STRUCTURAL_TYPENAMES = frozenset({"Task", "BpmnWorkflow", "BpmnSubWorkflow"})
 _TYPENAME_RE = re.compile(rb'"typename"\s*:\s*"([^"\\]*)"')
@@ -240,8 +307,19 @@ def _uuid(text: str) -> UUID:
     if value is None:
         if len(_UUIDS) > 20_000:  # recent instances only: UUID objects are tracked by the GC
             _UUIDS.clear()
-        value = _UUIDS[text] = UUID(text)
+        if len(text) == 36 and text[8] == text[13] == text[18] == text[23] == "-":
+            # what UUID(text) builds, without its general parsing (ids are always this form)
+            value = _new_uuid(UUID)
+            _set_attr(value, "int", int(text.replace("-", ""), 16))
+            _set_attr(value, "is_safe", SafeUUID.unknown)
+        else:
+            value = UUID(text)
+        _UUIDS[text] = value
     return value
+
+
+_new_uuid = UUID.__new__
+_set_attr = object.__setattr__
 
 
 def _text(value: UUID) -> str:
@@ -396,9 +474,6 @@ serializer = _make_serializer()
 # encoder), so that a save never flips a flag that another thread's spec serialisation reads.
 _dump_serializer = _make_serializer()
 _dump_serializer.registry._encoder_mode = True
-_dump_encoder = _dump_serializer._encoder_cls(separators=(",", ":"), ensure_ascii=False)
-_dump_encoder_ascii = _dump_serializer._encoder_cls(separators=(",", ":"))
-STATE_COMPRESSION_LEVEL = 1  # 3x faster than 6 for ~20% more bytes; states stay far below 40 KB
 
 
 def spec_to_json(spec, subprocess_specs: dict) -> str:
@@ -450,17 +525,35 @@ def new_workflow(spec, subprocess_specs: dict, script_engine) -> BpmnWorkflow:
 
 
 def dump_state(workflow: BpmnWorkflow) -> bytes:
-    """The workflow's state without its spec, as compressed JSON."""
-    dct = _dump_serializer.to_dict(workflow)
-    try:
-        data = _dump_encoder.encode(dct).encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate in some text: keep it escaped
-        data = _dump_encoder_ascii.encode(dct).encode("utf-8")
-    return zlib.compress(data, STATE_COMPRESSION_LEVEL)
+    """The workflow's state without its spec (engine/state.py: only changed tasks are encoded again)."""
+    return _codec.dump(workflow)
 
 
 def load_state(state: bytes, spec, subprocess_specs: dict, script_engine) -> BpmnWorkflow:
-    """Restore a workflow from dump_state output; the restricted script engine is re-attached."""
+    """Restore a workflow from dump_state output; the restricted script engine is re-attached.
+
+    States in the earlier format (zlib-compressed SpiffWorkflow dictionaries) are read as well.
+    """
+    from . import state as state_format
+    if state_format.is_current(state):
+        workflow = _codec.load(state_format.decompress(state), spec, subprocess_specs)
+    else:
+        workflow = _load_spiff_dict_state(state, spec, subprocess_specs)
+    # The script engine is not serialised: a restored workflow would get the unrestricted default.
+    workflow.script_engine = script_engine
+    mark_loaded(workflow)
+    return workflow
+
+
+def state_as_spiff_dict(state: bytes) -> dict:
+    """A stored state (either format) in SpiffWorkflow's dictionary format, without the spec."""
+    from . import state as state_format
+    if state_format.is_current(state):
+        return state_format.to_spiff_dict(state_format.decompress(state), _codec)
+    return json.loads(zlib.decompress(state))
+
+
+def _load_spiff_dict_state(state: bytes, spec, subprocess_specs: dict) -> BpmnWorkflow:
     text = zlib.decompress(state)
     dct = json.loads(text)
     dct["spec"] = spec
@@ -470,14 +563,17 @@ def load_state(state: bytes, spec, subprocess_specs: dict, script_engine) -> Bpm
     typenames = set(_TYPENAME_RE.findall(text))
     _load_flags.typed = not {name.decode() for name in typenames} <= _STRUCTURAL_TYPENAMES
     try:
-        workflow = serializer.registry.convert_from_dict[
-            serializer.registry.typenames[BpmnWorkflow]](dct)
+        return serializer.registry.convert_from_dict[serializer.registry.typenames[BpmnWorkflow]](dct)
     finally:
         _load_flags.typed = True
-    # The script engine is not serialised: a restored workflow would get the unrestricted default.
-    workflow.script_engine = script_engine
-    mark_loaded(workflow)
-    return workflow
+
+
+def _make_codec():
+    from .state import Codec
+    return Codec(_dump_serializer.registry, serializer.registry, _dump_serializer._encoder_cls)
+
+
+_codec = _make_codec()
 
 
 # ---------------------------------------------------------------------- workflows kept in memory
@@ -530,6 +626,7 @@ def mark_loaded(workflow) -> None:
     """Remember when this action got the workflow: tasks changed since then are checked on save."""
     import time
     workflow.__dict__["_cleanaudit_since"] = time.time()
+    workflow.__dict__.pop("_cleanaudit_reusable", None)
 
 
 def reusable(workflow) -> bool:
@@ -540,6 +637,9 @@ def reusable(workflow) -> bool:
     that changed state since the workflow was loaded can hold new values (a script, a form or a
     message only changes the data of the task it runs in), so only they are checked.
     """
+    known = workflow.__dict__.get("_cleanaudit_reusable")
+    if known is not None:  # decided by the save that just encoded the changed tasks (engine/state.py)
+        return known
     since = workflow.__dict__.get("_cleanaudit_since")
     values = []
     for one in _all_workflows(workflow):

@@ -461,14 +461,35 @@ HELPERS = {"jurisdiction": authz.jurisdiction, "organisation": authz.organisatio
 
 
 # ---------------------------------------------------------------------- the engine
+_CONTAINERS = (dict, list, set)
+
+
+def own_copy(value):
+    """A deep copy of JSON-like data (dicts, lists, sets); other values are shared as they are."""
+    kind = type(value)
+    if kind is dict:
+        return {k: own_copy(v) if type(v) in _CONTAINERS else v for k, v in value.items()}
+    if kind is list:
+        return [own_copy(v) if type(v) in _CONTAINERS else v for v in value]
+    if kind is set:
+        return set(value)
+    return value
+
+
 class RestrictedEnvironment(TaskDataEnvironment):
     """SpiffWorkflow's task-data environment, compiling with RestrictedPython and guarded globals."""
 
+    _allowed_names: set = set()  # helper names already checked (an environment is made per action)
+
     def __init__(self, helpers: dict | None = None):
         self.helpers = {**HELPERS, **(helpers or {})}
+        allowed = RestrictedEnvironment._allowed_names
         for name in self.helpers:
+            if name in allowed:
+                continue
             if not name.isidentifier() or name.startswith("_") or name in SAFE_BUILTINS:
                 raise ValueError(f"helper name {name!r} is not allowed")
+            allowed.add(name)
         super().__init__(dict(self.helpers))
 
     def evaluate(self, expression, context, external_context=None):
@@ -483,6 +504,13 @@ class RestrictedEnvironment(TaskDataEnvironment):
     def execute(self, script, context, external_context=None):
         code = _compiled(script, "exec")  # refused code never touches the task data
         self.check_for_overwrite(context, external_context or {})
+        # SpiffWorkflow copies only the top level of a task's data into the next task: nested
+        # lists and dicts are shared with the tasks that ran before. The script gets its own
+        # copies, so that changing `rows[0]["v"]` changes this task's data only, not the data
+        # earlier tasks recorded (and stored).
+        for key, value in context.items():
+            if type(value) in _CONTAINERS:
+                context[key] = own_copy(value)
         context.update({**self.globals, **(external_context or {}), **guarded_globals()})
         try:
             with _script_scope():

@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+import os
 from pathlib import Path
 import shutil
 import tempfile
 from typing import Iterable, Optional
 
 import pytest
+
+# Every save in the tests is checked against a full re-encoding of the workflow (engine/state.py):
+# a task whose change the incremental save missed fails the test that changed it.
+os.environ.setdefault("CLEANAUDIT_STATE_CHECK", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 SHANGHAI = timezone(timedelta(hours=8))

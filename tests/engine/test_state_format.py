@@ -1,13 +1,13 @@
-"""The stored state: engine.runtime's lean converters read and write exactly SpiffWorkflow's format.
+"""The stored state carries exactly what SpiffWorkflow's own format carries, and loads back the same.
 
-engine/runtime.py serialises task trees with its own converters (for speed). These tests run real
-processes and check, at every save and every load, that the result equals what SpiffWorkflow's own
-converters produce and restore.
+engine/state.py stores a line per task and re-encodes only the tasks an action changed (for
+speed). These tests run real processes and check, at every save and every load, that the state
+(turned into SpiffWorkflow's dictionary format) equals what SpiffWorkflow's own converters produce,
+and that a load gives what SpiffWorkflow's own converters restore.
 """
 from __future__ import annotations
 
 import json
-import zlib
 from datetime import datetime
 from uuid import UUID
 
@@ -61,7 +61,8 @@ def reference_dump(workflow) -> dict:
 
 def reference_load(state: bytes, spec, subprocess_specs):
     from SpiffWorkflow.bpmn import BpmnWorkflow
-    dct = json.loads(zlib.decompress(state).decode("utf-8"))
+    from engine import runtime
+    dct = runtime.state_as_spiff_dict(state)
     dct["spec"], dct["subprocess_specs"] = spec, subprocess_specs
     return REFERENCE.registry.convert_from_dict[REFERENCE.registry.typenames[BpmnWorkflow]](dct)
 
@@ -77,7 +78,7 @@ def checked(monkeypatch):
 
     def dump_state(workflow):
         state = original_dump(workflow)
-        assert json.loads(zlib.decompress(state)) == reference_dump(workflow)
+        assert runtime.state_as_spiff_dict(state) == reference_dump(workflow)
         counts["dumps"] += 1
         return state
 
@@ -197,4 +198,64 @@ def test_a_workflow_is_kept_in_memory_only_when_loading_its_state_would_give_it_
         assert not runtime.reusable(workflow), value
     task.data["value"] = {"nested": [[1, 2], {"1": "a"}, "2025-01-01", 1.5, None, True]}
     assert runtime.reusable(workflow)
+    engine.db.dispose()
+
+
+def test_values_nested_in_task_data_changed_by_scripts_and_a_join_are_kept_exactly(tmp_path, clock):
+    """Scripts change nested values in place and a parallel join merges nested dicts: the next
+    task sees all of it, before and after a reload, and the tasks that ran earlier keep the values
+    they had (a later change must not reach back into their data)."""
+    from engine import runtime
+    engine = make_engine(f"sqlite:///{tmp_path / 'nested.sqlite'}", FIXTURES,
+                         ROOT / "tests" / "data" / "engine" / "forms")
+    engine.deploy_paths([FIXTURES / "nested.bpmn"], deployed_by="test")
+    epb = add_user(engine, "epb", ["local_epb"], jurisdiction_code="650102")
+    instance_id = engine.start("nested", actor="x", data={"jurisdiction_code": "650102"})
+    engine.complete(epb, engine.inbox(epb).rows[0].id, {"confirmed": True})
+    [row] = engine.inbox(epb).rows
+    assert row.bpmn_id == "second"
+    expected_info = {"x": {"a": 2, "ba": "a", "bb": "b"}}
+    expected_rows = [{"v": 5}, {"v": 2}]
+
+    def check(workflow):
+        second = workflow.get_task_from_id(UUID(row.id))
+        assert second.data["info"] == expected_info and second.data["rows"] == expected_rows
+        setup = next(t for t in workflow.get_tasks() if t.task_spec.name == "setup")
+        assert setup.data["info"] == {"x": {"a": 1}} and setup.data["rows"] == [{"v": 1}, {"v": 2}]
+        branch_a = next(t for t in workflow.get_tasks() if t.task_spec.name == "branch_a")
+        assert branch_a.data["info"] == {"x": {"a": 2, "ba": "a"}}
+
+    with engine.db.read() as session:
+        check(engine._load(session, instance_id, lock=False).workflow)  # kept in memory
+    engine._workflows.clear()
+    with engine.db.read() as session:
+        loaded = engine._load(session, instance_id, lock=False)
+        check(loaded.workflow)  # loaded from the state
+        # the stored state, as SpiffWorkflow's own format, equals a full encoding of that workflow
+        assert runtime.state_as_spiff_dict(loaded.row.state) == reference_dump(loaded.workflow)
+    engine.complete(epb, row.id, {"confirmed": True})
+    assert engine.instance(instance_id).status == "completed"
+    engine.db.dispose()
+
+
+def test_a_save_encodes_again_only_the_tasks_that_changed(tmp_path, clock):
+    """Completing one task of a long-running instance re-encodes a few task lines, not all."""
+    from engine import runtime, state
+    engine = make_engine(f"sqlite:///{tmp_path / 'incremental.sqlite'}", FIXTURES,
+                         ROOT / "tests" / "data" / "engine" / "forms")
+    engine.deploy_paths([FIXTURES / "loop.bpmn", FIXTURES / "nested.bpmn"], deployed_by="test")
+    epb = add_user(engine, "epb", ["local_epb"], jurisdiction_code="650102")
+    instance_id = engine.start("nested", actor="x", data={"jurisdiction_code": "650102"})
+    with engine.db.read() as session:
+        workflow = engine._load(session, instance_id, lock=False).workflow
+    before = {task.id: task.__dict__.get(state._ENTRY) for task in workflow.get_tasks()}
+    engine._workflows.put(instance_id, engine.instance(instance_id).lock_version, workflow)
+    engine.complete(epb, engine.inbox(epb).rows[0].id, {"confirmed": True})
+    with engine.db.read() as session:
+        after_workflow = engine._load(session, instance_id, lock=False).workflow
+    assert after_workflow is workflow  # the kept workflow was used and saved
+    kept = [tid for tid, entry in before.items()
+            if entry is not None and tid in workflow.tasks and workflow.tasks[tid].__dict__.get(state._ENTRY) is entry]
+    assert {workflow.tasks[tid].task_spec.name for tid in kept} >= {"Start", "start", "setup"}
+    assert 0 < len(kept) < len(workflow.tasks)
     engine.db.dispose()

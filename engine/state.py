@@ -1,0 +1,516 @@
+"""Stored instance state: one line per task, re-encoded only where an action changed something.
+
+Completing a task changes a handful of the ~100 tasks of an instance; encoding all of them again
+on every save was most of the cost of an action. Here every task keeps the bytes of its last
+encoding, and a save re-encodes only the tasks that changed.
+
+Format "cleanaudit-state/2" (zstd-compressed UTF-8 text, lines separated by "\\n"):
+
+    line 0    header: {"format": 2, "wf": {...}, "subs": [{...}, ...], "events": [...]}
+              each workflow entry: n (its number of task lines), root, data, correlations,
+              last_task, success, completed; a sub-process also id (its task) and spec
+    then      for the top workflow and each sub-process in header order, n task lines:
+              [id, parent, children, last_state_change, state, task_spec, triggered, internal_data]
+              TAB [data, null]              the task's whole data, or
+              TAB [updates, deletions]      data = the parent's data + updates - deletions
+
+This carries exactly what SpiffWorkflow's own dictionary format (serializer 1.5, spec left out)
+carries; `to_spiff_dict` turns a state into that format.
+
+Why a task's delta is computed against what is *stored* for its parent: SpiffWorkflow copies
+only the top level of a parent's data into a child, so nested lists and dicts are shared along
+the tree, and a change to one (a script, a join merging branches) also changes finished
+ancestors in memory, whose stored lines are not rewritten. A delta taken against the parent in
+memory would then drop that change when the state is loaded. So when the parent was not
+re-encoded in the same save, the base is the parent's stored data, rebuilt from its own line
+(and cached).
+
+States written before this format (zlib-compressed JSON in SpiffWorkflow's dictionary format)
+are still read.
+"""
+from __future__ import annotations
+
+import json
+import json.scanner
+import os
+import threading
+import zlib
+from typing import Any, Optional
+from uuid import UUID
+
+import zstandard
+from SpiffWorkflow import TaskState
+from SpiffWorkflow.bpmn import BpmnWorkflow
+from SpiffWorkflow.bpmn.specs.mixins.events.event_types import CatchingEvent
+from SpiffWorkflow.bpmn.specs.mixins.subworkflow_task import SubWorkflowTask
+from SpiffWorkflow.bpmn.util.subworkflow import BpmnSubWorkflow
+from SpiffWorkflow.task import Task
+
+FORMAT = 2
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+ZSTD_LEVEL = 3
+# Set to 1 (the tests do) to check every save against a full re-encoding of the workflow.
+CHECK_ENV = "CLEANAUDIT_STATE_CHECK"
+
+_ENTRY = "_cleanaudit_line"  # on a task: its _Line
+_FINISHED = TaskState.FINISHED_MASK
+_WAITING = TaskState.WAITING
+# Tasks in these states change data and internal data without changing state (a multi-instance
+# task merging its children, a join collecting branches, a catch event taking a message): they
+# are encoded again at every save. Predicted tasks (MAYBE, LIKELY, FUTURE) change with their state.
+_ALWAYS = TaskState.WAITING | TaskState.READY | TaskState.STARTED
+_scan = json.scanner.make_scanner(json.JSONDecoder())
+_threads = threading.local()
+
+
+class StateError(RuntimeError):
+    """A state that cannot be read (or, in check mode, a save that would not load back exactly)."""
+
+
+class _Line:
+    """A task's last encoding: its bytes, what it was encoded from, and its stored data (lazily)."""
+
+    __slots__ = ("line", "sig", "children", "offset", "parent_key", "stored")
+
+    def __init__(self, line: str, sig: tuple, children: list, offset: int, parent_key: Optional[int]):
+        self.line = line              # the task's line (text)
+        self.sig = sig                # (state, last_state_change, triggered) it was encoded with
+        self.children = children      # its children's ids then (a copy)
+        self.offset = offset          # where the data part ([data, null] or [updates, deletions]) starts
+        self.parent_key = parent_key  # its parent's id as an integer (hashed in C, unlike a UUID)
+        self.stored = None            # its data as a load would give it (built when a child needs it)
+
+    @property
+    def payload(self) -> str:
+        return self.line[self.offset:]
+
+
+def touch(task) -> None:
+    """Mark a task whose data was changed outside SpiffWorkflow (not by running it) for re-encoding."""
+    task.__dict__.pop(_ENTRY, None)
+
+
+def forget(workflow) -> None:
+    """Drop every kept encoding of a workflow (the next save encodes all of it)."""
+    for one in _workflows(workflow):
+        for task in one.tasks.values():
+            task.__dict__.pop(_ENTRY, None)
+
+
+# ---------------------------------------------------------------------- compression
+def _compressor():
+    c = getattr(_threads, "c", None)
+    if c is None:
+        c = _threads.c = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    return c
+
+
+def _decompressor():
+    d = getattr(_threads, "d", None)
+    if d is None:
+        d = _threads.d = zstandard.ZstdDecompressor()
+    return d
+
+
+def is_current(state: bytes) -> bool:
+    return bytes(state[:4]) == ZSTD_MAGIC
+
+
+def decompress(state: bytes) -> bytes:
+    """The text of a stored state, either format."""
+    if is_current(state):
+        return _decompressor().decompress(bytes(state))
+    return zlib.decompress(state)
+
+
+def compress(text: bytes) -> bytes:
+    return _compressor().compress(text)
+
+
+# ---------------------------------------------------------------------- encoding
+class Codec:
+    """Encodes and restores workflows with a SpiffWorkflow converter registry (for typed values)."""
+
+    def __init__(self, encode_registry, restore_registry, encoder_cls):
+        # encode_registry is in SpiffWorkflow's "encoder mode": typed values are converted by the
+        # JSON encoder (encoder_cls) as it meets them, not by a walk over every value first
+        self.registry = encode_registry
+        self.restore_registry = restore_registry
+        text_encoder = encoder_cls(separators=(",", ":"), ensure_ascii=False)
+        self._encode_text = text_encoder.encode
+        self._encode_ascii = encoder_cls(separators=(",", ":")).encode
+        make = getattr(json.encoder, "c_make_encoder", None)
+        if make is not None:  # what JSONEncoder.encode builds on every call, built once
+            one_shot = make({}, text_encoder.default, json.encoder.encode_basestring, None, ":", ",",
+                            False, False, True)
+            self._encode_text = lambda value: "".join(one_shot(value, 0))
+        self.round_trip_ok = True
+        self.check = os.environ.get(CHECK_ENV) == "1"
+
+    # ---- values
+    def encode(self, value) -> str:
+        return self._encode_text(value)
+
+    def restore(self, value, typed: bool):
+        return self.restore_registry.restore(value) if typed else value
+
+    # ---- dump
+    def dump(self, workflow) -> bytes:
+        """The state of a workflow as compressed bytes (tasks unchanged since the last save reuse their line)."""
+        parts: list[str] = [""]
+        header_wf = None
+        subs = []
+        self.round_trip_ok = True
+        for one in _workflows(workflow):
+            count = self._dump_tasks(one, parts)
+            entry = self._workflow_header(one)
+            if self.round_trip_ok and json.loads(self.encode(entry["data"])) != entry["data"]:
+                self.round_trip_ok = False
+            entry["n"] = count
+            if one is workflow:
+                header_wf = entry
+            else:
+                entry["id"] = str(one.parent_task_id)
+                entry["spec"] = one.spec.name
+                subs.append(entry)
+        header = {"format": FORMAT, "wf": header_wf, "subs": subs,
+                  "events": self.registry.convert(workflow.bpmn_events)}
+        parts[0] = self.encode(header)
+        workflow.__dict__["_cleanaudit_reusable"] = self.round_trip_ok
+        text = "\n".join(parts)
+        if self.check:
+            self._check(workflow, text)
+        # a lone surrogate (possible in text from a script) is kept as it is, and read back so
+        data = text.encode("utf-8", "surrogatepass")
+        return compress(data)
+
+    def _workflow_header(self, one) -> dict:
+        return {
+            "root": str(one.task_tree.id) if one.task_tree is not None else None,
+            "data": self.registry.convert(self.registry.clean(one.data)),
+            "correlations": one.correlations,
+            "last_task": str(one.last_task.id) if one.last_task is not None else None,
+            "success": one.success,
+            "completed": one.completed,
+        }
+
+    def _dump_tasks(self, one, parts: list, fresh: bool = False) -> int:
+        """Append a line per task of one workflow; returns their number.
+
+        A task keeps its line when nothing it was encoded from changed: its state (and the time of
+        that change), `triggered`, its children, and its parent's stored data. Tasks that change
+        without changing state (_ALWAYS) are encoded again every time.
+
+        Every line encoded here is also decoded again and compared (`self.round_trip_ok`): a
+        workflow whose new values do not come back equal from JSON (tuples, sets, non-text keys,
+        datetimes, NaN) must not be kept in memory in place of a load.
+        """
+        from .runtime import _text
+        tasks = one.tasks
+        changed: set = set()  # int ids of tasks whose stored data may have changed in this save
+        encoded: set = set()  # int ids of tasks encoded in this save
+        encode = self.encode
+        loads = json.loads
+        for task_id, task in tasks.items():
+            attrs = task.__dict__
+            old = None if fresh else attrs.get(_ENTRY)
+            state = attrs["_cleanaudit_state"]
+            if (old is not None and not state & _ALWAYS and old.parent_key not in changed
+                    and old.sig == (state, task.last_state_change, task.triggered)
+                    and old.children == task._children):
+                parts.append(old.line)
+                continue
+            parent_id = task._parent
+            key = task_id.int
+            parent_key = parent_id.int if parent_id is not None else None
+            children = task._children
+            data = task.data
+            parent = tasks.get(parent_id) if parent_id is not None else None
+            if parent is None:
+                base = None
+            elif parent_key in encoded:
+                base = parent.data  # encoded in this save: memory and storage agree right now
+            else:
+                base = self._stored_data(parent, tasks)
+            if base is None or not data:  # (a predicted task has no data yet: not "all deleted")
+                value = [data, None]
+            else:
+                value = [{k: v for k, v in data.items() if k not in base or v != base[k]},
+                         [k for k in base if k not in data]]
+            payload = encode(value)
+            head_value = [_text(task_id), _text(parent_id) if parent is not None else None,
+                          [_text(child) for child in children], task.last_state_change, state,
+                          task.task_spec.name, task.triggered, task.internal_data]
+            head = encode(head_value)
+            if self.round_trip_ok and (loads(payload) != value or loads(head) != head_value):
+                self.round_trip_ok = False
+            line = head + "\t" + payload
+            attrs[_ENTRY] = _Line(line, (state, task.last_state_change, task.triggered), list(children),
+                                  len(head) + 1, parent_key)
+            encoded.add(key)
+            if fresh or old is None or old.parent_key in changed or old.payload != payload:
+                changed.add(key)
+            parts.append(line)
+        return len(tasks)
+
+    def _stored_data(self, task, tasks) -> Optional[dict]:
+        """The data a load would give this task (from its line and its ancestors'), or None."""
+        from .runtime import _inherited
+        chain = []
+        current = task
+        base = None
+        while current is not None:
+            entry = current.__dict__.get(_ENTRY)
+            if entry is None:
+                return None  # never encoded (cannot happen for a parent): store the child whole
+            if entry.stored is not None:
+                base = entry.stored
+                break
+            chain.append((current, entry))
+            if entry.line.endswith(",null]"):
+                break
+            current = tasks.get(current._parent) if current._parent is not None else None
+            if current is None:
+                return None
+        for current, entry in reversed(chain):
+            payload = entry.payload
+            typed = '"typename"' in payload
+            first, deletions = json.loads(payload)
+            first = self.restore(first, typed)
+            if deletions is None:
+                data = first
+            else:
+                if base is None:
+                    return None
+                data = base.copy()  # private to the stored view: shares values, never changed
+                data.update(first)
+                for key in deletions:
+                    data.pop(key, None)
+            entry.stored = base = data
+        return base
+
+    # ---- load
+    def load(self, text: bytes, spec, subprocess_specs: dict, script_engine=None) -> BpmnWorkflow:
+        """Restore a workflow from the text of a format-2 state."""
+        from .runtime import install
+        install()
+        lines = text.decode("utf-8", "surrogatepass").split("\n")
+        header = json.loads(lines[0])
+        if header.get("format") != FORMAT:
+            raise StateError(f"unknown state format {header.get('format')!r}")
+        workflow = BpmnWorkflow(spec, subprocess_specs, deserializing=True)
+        position = self._load_tasks(workflow, workflow, lines, 1, header["wf"])
+        self._set_attributes(workflow, header["wf"])
+        created = {}
+        for entry in header["subs"]:
+            parent_task = workflow.get_task_from_id(_uuid(entry["id"]))
+            sub_spec = workflow.subprocess_specs.get(parent_task.task_spec.spec)
+            sub = BpmnSubWorkflow(sub_spec, parent_task.id, workflow, deserializing=True)
+            position = self._load_tasks(sub, workflow, lines, position, entry)
+            self._set_attributes(sub, entry)
+            workflow.subprocesses[parent_task.id] = sub
+            created[parent_task.id] = (sub, parent_task)
+        if len(created) > 1:
+            _order_like_spiffworkflow(workflow, created)
+        for sub, parent_task in created.values():
+            sub.completed_event.connect(parent_task.task_spec._on_subworkflow_completed, parent_task)
+        events = header.get("events") or []
+        workflow.bpmn_events = self.restore_registry.restore(events) if events else []
+        if script_engine is not None:
+            workflow.script_engine = script_engine
+        return workflow
+
+    def _set_attributes(self, one, entry: dict) -> None:
+        one.task_tree = one.tasks.get(_uuid(entry["root"])) if entry.get("root") else None
+        one.success = entry["success"]
+        one.completed = entry.get("completed", False)
+        one.correlations = entry.get("correlations") or {}
+        last = entry.get("last_task")
+        one.last_task = one.tasks.get(_uuid(last)) if isinstance(last, str) else None
+        one.data = self.restore_registry.restore(entry.get("data") or {})
+
+    def _load_tasks(self, one, top, lines: list, start: int, entry: dict) -> int:
+        from .runtime import _inherited, _live, _uuid as uuid_of
+        count = entry["n"]
+        specs = one.spec.task_specs
+        tasks: dict = {}
+        one.tasks = tasks
+        live = _live(one)
+        events = top.event_manager
+        scan = _scan
+        restore = self.restore_registry.restore
+        thread_id = Task.thread_id_pool
+        new_task = Task.__new__
+        for line in lines[start:start + count]:
+            (task_id, parent_id, children, changed_at, state, spec_name, triggered, internal), end = scan(line, 0)
+            (first, deletions), _ = scan(line, end + 1)
+            typed = '"typename"' in line
+            task_spec = specs.get(spec_name)
+            uid = uuid_of(task_id)
+            parent_uid = uuid_of(parent_id) if parent_id is not None else None
+            child_ids = [uuid_of(child) for child in children]
+            if typed:
+                first = restore(first)
+                if internal:
+                    internal = restore(internal)
+            if deletions is None:
+                data = first
+            else:
+                parent = tasks.get(parent_uid)
+                if parent is None:
+                    data = {}
+                elif state & _FINISHED:
+                    # a finished task's data is never changed in place again (scripts work on
+                    # copies, merges go into copies): it may share lists and dicts with its parent
+                    data = parent.data.copy()
+                else:
+                    data = _inherited(parent.data)  # its own top-level lists and dicts, as SpiffWorkflow gives
+                data.update(first)
+                for key in deletions:
+                    if key in data:
+                        del data[key]
+            if task_spec is None:  # as SpiffWorkflow does: a task whose spec is gone gets a start spec
+                task = Task(one, None, state=state, id=uid)
+                task_spec = task.task_spec
+            else:
+                task = new_task(Task)
+            task.__dict__.update({
+                "id": uid, "workflow": one, "_parent": parent_uid, "_children": child_ids,
+                "_cleanaudit_state": state, "triggered": triggered, "task_spec": task_spec,
+                "thread_id": thread_id, "data": data, "internal_data": internal,
+                "last_state_change": changed_at,
+                _ENTRY: _Line(line, (state, changed_at, triggered), list(child_ids), end + 1,
+                              parent_uid.int if parent_uid is not None else None)})
+            tasks[uid] = task
+            if not state & _FINISHED:
+                live[uid] = task
+                if state == _WAITING and isinstance(task_spec, CatchingEvent):
+                    events.add_task(task)
+        return start + count
+
+    # ---- check mode
+    def _check(self, workflow, text: str) -> None:
+        """Check mode: the incremental save must load back exactly as a full re-encoding does."""
+        saved = {one: {tid: t.__dict__.get(_ENTRY) for tid, t in one.tasks.items()} for one in _workflows(workflow)}
+        round_trip_ok = self.round_trip_ok
+        parts: list[str] = [""]
+        try:
+            for one in _workflows(workflow):
+                self._dump_tasks(one, parts, fresh=True)
+        finally:
+            for one, entries in saved.items():
+                for tid, entry in entries.items():
+                    task = one.tasks[tid]
+                    if entry is None:
+                        task.__dict__.pop(_ENTRY, None)
+                    else:
+                        task.__dict__[_ENTRY] = entry
+            self.round_trip_ok = round_trip_ok
+        mine = _decode_tasks(text.split("\n")[1:], self)
+        full = _decode_tasks(parts[1:], self)
+        if mine != full:
+            for index, (a, b) in enumerate(zip(mine, full)):
+                if a != b:
+                    raise StateError(f"incremental save differs from a full one at task line {index}: "
+                                     f"{a!r} != {b!r}")
+            raise StateError("incremental save differs from a full one (number of tasks)")
+
+
+def _decode_tasks(lines: list, codec: Codec) -> list:
+    """(head, whole data) of every task line, data resolved through the parents (check mode)."""
+    from .runtime import _inherited
+    out, data_by_id = [], {}
+    for line in lines:
+        head, _, payload = line.partition("\t")
+        fields = json.loads(head)
+        typed = '"typename"' in payload
+        first, deletions = json.loads(payload)
+        first = codec.restore(first, typed)
+        if deletions is None:
+            data = first
+        else:
+            data = _inherited(data_by_id.get(fields[1], {}))
+            data.update(first)
+            for key in deletions:
+                data.pop(key, None)
+        data_by_id[fields[0]] = data
+        out.append((fields, json.loads(codec.encode(data))))
+    return out
+
+
+def _workflows(workflow) -> list:
+    return [workflow, *getattr(workflow, "subprocesses", {}).values()]
+
+
+def _uuid(text: str) -> UUID:
+    from .runtime import _uuid as cached  # (runtime imports this module)
+    return cached(text)
+
+
+def _order_like_spiffworkflow(workflow, created: dict) -> None:
+    """Sub-processes in the order SpiffWorkflow's own loader gives (tree order of their tasks)."""
+    ordered = {}
+
+    def visit(one):
+        for task in one.tasks.values():
+            if task.id in created and task.id not in ordered and isinstance(task.task_spec, SubWorkflowTask):
+                ordered[task.id] = created[task.id][0]
+                visit(created[task.id][0])
+
+    visit(workflow)
+    for task_id, (sub, _) in created.items():  # any not reached keep their place at the end
+        ordered.setdefault(task_id, sub)
+    workflow.subprocesses.clear()
+    workflow.subprocesses.update(ordered)
+
+
+# ---------------------------------------------------------------------- conversion
+def to_spiff_dict(text: bytes, codec: Codec) -> dict:
+    """A format-2 state as SpiffWorkflow's dictionary format (without the spec), values as stored."""
+    lines = text.decode("utf-8", "surrogatepass").split("\n")
+    header = json.loads(lines[0])
+
+    def tasks_of(entry, start):
+        out, data_by_id = {}, {}
+        for line in lines[start:start + entry["n"]]:
+            head, _, payload = line.partition("\t")
+            task_id, parent, children, changed_at, state, spec_name, triggered, internal = json.loads(head)
+            first, deletions = json.loads(payload)
+            if deletions is None:
+                whole = first
+            else:
+                whole = dict(data_by_id.get(parent, {}))
+                whole.update(first)
+                for key in deletions:
+                    whole.pop(key, None)
+            data_by_id[task_id] = whole
+            if parent is None:
+                data, delta = whole, {}
+            else:
+                # SpiffWorkflow stores a delta against the parent's data as it loads
+                parent_data = data_by_id.get(parent, {})
+                data = {}
+                delta = {"updates": {k: v for k, v in whole.items() if k not in parent_data or v != parent_data[k]},
+                         "deletions": [k for k in parent_data if k not in whole]}
+            out[task_id] = {"id": task_id, "parent": parent, "children": children,
+                            "last_state_change": changed_at, "state": state, "task_spec": spec_name,
+                            "triggered": triggered, "internal_data": internal, "data": data,
+                            "delta": delta, "typename": "Task"}
+        return out, start + entry["n"]
+
+    def workflow_dict(entry, tasks):
+        return {"data": entry["data"], "correlations": entry.get("correlations") or {},
+                "last_task": entry.get("last_task"), "success": entry["success"],
+                "completed": entry.get("completed", False), "tasks": tasks, "root": entry["root"]}
+
+    tasks, position = tasks_of(header["wf"], 1)
+    top = workflow_dict(header["wf"], tasks)
+    top["subprocesses"] = {}
+    for entry in header["subs"]:
+        tasks, position = tasks_of(entry, position)
+        sub = workflow_dict(entry, tasks)
+        sub.update(parent_task_id=entry["id"], spec=entry["spec"], typename="BpmnSubWorkflow")
+        top["subprocesses"][entry["id"]] = sub
+    top["bpmn_events"] = header.get("events") or []
+    top["typename"] = "BpmnWorkflow"
+    return top
