@@ -831,7 +831,7 @@ class Bench:
         obligation unmet (for mandatory_audit it opens a penalty case: a second process starts).
         Without a process timer, the `deadline` test fixture is used.
         """
-        from .models import HumanTask, Instance
+        from .models import HumanTask, Instance, MessageWait
         instance_id = self.start_instance()
         if met:
             for bpmn_id in self.scenario.met_tasks():
@@ -854,13 +854,16 @@ class Bench:
                                                                  HumanTask.status == "open")))
             template = {c.name: getattr(row, c.key) for c in Instance.__table__.columns if c.name != "id"}
             task_rows = [{c.name: getattr(t, c.key) for c in HumanTask.__table__.columns} for t in tasks]
-        return {"row": template, "tasks": task_rows, "source": source, "due_at": template["next_timer_at"]}
+            waits = [{"message_name": w.message_name, "correlations": w.correlations} for w in session.scalars(
+                select(MessageWait).where(MessageWait.instance_id == instance_id).order_by(MessageWait.id))]
+        return {"row": template, "tasks": task_rows, "waits": waits, "source": source,
+                "due_at": template["next_timer_at"]}
 
     def _clone(self, template: dict, count: int, next_timer_at) -> list[int]:
         """Bulk-insert `count` copies of a waiting instance (fresh task ids) with their inbox rows."""
         from . import runtime
-        from .models import HumanTask, Instance
-        table, tasks = Instance.__table__, HumanTask.__table__
+        from .models import HumanTask, Instance, MessageWait
+        table, tasks, waits = Instance.__table__, HumanTask.__table__, MessageWait.__table__
         from . import state as state_format
         text = state_format.decompress(template["row"]["state"]).decode("utf-8")
         ids = sorted(set(re.findall(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", text)))
@@ -881,6 +884,9 @@ class Bench:
                 human_rows = [{**t, "instance_id": iid} for iid, ts in zip(new_ids, humans) for t in ts]
                 if human_rows:
                     conn.execute(insert(tasks), human_rows)
+                wait_rows = [{**w, "instance_id": iid} for iid in new_ids for w in template["waits"]]
+                if wait_rows:
+                    conn.execute(insert(waits), wait_rows)
         return created
 
     def _fire_rate(self, now, expected: int) -> float:

@@ -297,6 +297,8 @@ class Engine:
         holder = {"actor": actor}
         workflow = runtime.new_workflow(spec, self._subprocess_specs(session, version.id, pins),
                                         self.script_engine(session, holder))
+        workflow.__dict__["_cleanaudit_open"] = set()  # a new instance has no inbox rows yet
+        workflow.__dict__["_cleanaudit_waits"] = []  # nor message_wait rows
         start_data = history.plain(data)
         workflow.task_tree.data.update(start_data)
         for task in workflow.get_tasks(state=TaskState.READY):
@@ -331,6 +333,10 @@ class Engine:
         else:
             subs = self._subprocess_specs(session, row.version_id, row.called_versions or {})
             workflow = runtime.load_state(row.state, spec, subs, script_engine)
+            # The instance's inbox rows and message_wait rows were written with this state by the
+            # save that wrote it (same transaction): known without reading them.
+            workflow.__dict__["_cleanaudit_open"] = {str(t.id) for t in runtime.ready_user_tasks(workflow)}
+            workflow.__dict__["_cleanaudit_waits"] = self._wanted_waits(row, workflow)
         return _Loaded(row, workflow)
 
     def _keep_after_commit(self, session: Session, loaded: _Loaded) -> None:
@@ -449,6 +455,9 @@ class Engine:
                 task.data.update(history.plain(data))
                 now = clock.now()
                 self._close_human_task(session, row.id, "completed", now, user.username)
+                known_open = loaded.workflow.__dict__.get("_cleanaudit_open")
+                if known_open is not None:
+                    known_open.discard(row.id)
                 history.append(session, chain=history.instance_chain(row.instance_id),
                                kind="task_completed", actor=user.username, at=now,
                                instance_id=row.instance_id, task_id=row.id, bpmn_id=row.bpmn_id,
@@ -587,11 +596,15 @@ class Engine:
         """Keep the inbox rows in step with the READY user tasks (Core statements: this runs on every save)."""
         row, workflow = loaded.row, loaded.workflow
         table = HumanTask.__table__
-        open_ids = set(session.scalars(_OPEN_TASK_IDS, {"instance_id": row.id}))
+        # What the database holds: known from the last save (or load) of this workflow
+        open_ids = workflow.__dict__.get("_cleanaudit_open")
+        if open_ids is None:
+            open_ids = set(session.scalars(_OPEN_TASK_IDS, {"instance_id": row.id}))
         ready = {str(t.id): t for t in runtime.ready_user_tasks(workflow)}
-        for task_id in open_ids:
+        for task_id in sorted(open_ids):
             if task_id not in ready:
                 self._close_human_task(session, task_id, "cancelled", now)
+        workflow.__dict__["_cleanaudit_open"] = set(ready)
         new_rows = [task for task_id, task in ready.items() if task_id not in open_ids]
         if new_rows:
             # the script engine this action runs with (its helpers see this transaction)
@@ -628,9 +641,7 @@ class Engine:
     def _sync_waits(self, session: Session, loaded: _Loaded) -> None:
         """Keep the instance's message_wait rows equal to what it waits for (untouched when equal)."""
         row, workflow = loaded.row, loaded.workflow
-        wanted = []
-        if row.status in ("running", "incident"):
-            wanted = [(name, correlations) for name, correlations in runtime.waiting_messages(workflow)]
+        wanted = self._wanted_waits(row, workflow)
         table = MessageWait.__table__
         # What the database holds: remembered on the workflow by its last save in this process
         # (valid because a kept workflow is only reused at the lock version that save wrote).
@@ -645,6 +656,12 @@ class Engine:
                 session.execute(insert(table), [{"instance_id": row.id, "message_name": name,
                                                  "correlations": correlations} for name, correlations in wanted])
         workflow.__dict__["_cleanaudit_waits"] = wanted
+
+    @staticmethod
+    def _wanted_waits(row: Instance, workflow) -> list:
+        if row.status not in ("running", "incident"):
+            return []
+        return [(name, correlations) for name, correlations in runtime.waiting_messages(workflow)]
 
     # ------------------------------------------------------------------ messages
     def _route_events(self, session: Session, loaded: _Loaded, actor: str) -> list:
@@ -754,8 +771,19 @@ class Engine:
             return target.row.id
 
     # ------------------------------------------------------------------ timers
+    # A tick fires timers in batches: one transaction of up to TICK_BATCH instances (or
+    # TICK_BATCH_SECONDS of work), each instance in a savepoint of its own. A batch saves a commit
+    # per instance; the savepoints keep one instance's failure from undoing the others'.
+    TICK_BATCH = 25
+    TICK_BATCH_SECONDS = 0.05
+
     def tick(self, now: Optional[datetime] = None) -> list[RunResult]:
-        """Fire every due timer; each instance in its own transaction, safe from several workers."""
+        """Fire every due timer; safe from several workers (each instance is fired once).
+
+        An instance whose firing fails with an error outside its BPMN (those become incidents) is
+        rolled back alone, logged, and left due for the next tick; the others go on.
+        """
+        import time
         now = now or clock.now()
         results = []
         with clock.use_clock(now):
@@ -763,14 +791,30 @@ class Engine:
                 due_ids = list(session.scalars(
                     select(Instance.id).where(Instance.next_timer_at <= now, Instance.status == "running")
                     .order_by(Instance.next_timer_at).limit(10000)))
-            for instance_id in due_ids:
-                result = self._fire(instance_id, now)
-                if result is not None:
-                    results.append(result)
+            position = 0
+            while position < len(due_ids):
+                with self.db.transaction() as session:
+                    started = time.perf_counter()
+                    count = 0
+                    while (position < len(due_ids) and count < self.TICK_BATCH
+                           and time.perf_counter() - started < self.TICK_BATCH_SECONDS):
+                        instance_id = due_ids[position]
+                        position += 1
+                        count += 1
+                        try:
+                            with session.begin_nested():
+                                result = self._fire(session, instance_id, now)
+                        except Exception:  # noqa: BLE001 — one broken instance must not stop the others
+                            log.exception("tick: firing the timers of instance %s failed", instance_id)
+                            session.info.get("cleanaudit_workflows", {}).pop(instance_id, None)
+                            self._workflows.discard(instance_id)
+                            continue
+                        if result is not None:
+                            results.append(result)
         return results
 
-    def _fire(self, instance_id: int, now: datetime) -> Optional[RunResult]:
-        with self._budget(), self.db.transaction() as session:
+    def _fire(self, session: Session, instance_id: int, now: datetime) -> Optional[RunResult]:
+        with self._budget():
             query = select(Instance.id).where(Instance.id == instance_id, Instance.next_timer_at <= now,
                                               Instance.status == "running")
             if not self.db.is_sqlite:

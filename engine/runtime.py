@@ -311,7 +311,7 @@ def _uuid(text: str) -> UUID:
             # what UUID(text) builds, without its general parsing (ids are always this form)
             value = _new_uuid(UUID)
             _set_attr(value, "int", int(text.replace("-", ""), 16))
-            _set_attr(value, "is_safe", SafeUUID.unknown)
+            _set_attr(value, "is_safe", _UNKNOWN_SAFETY)
         else:
             value = UUID(text)
         _UUIDS[text] = value
@@ -320,6 +320,7 @@ def _uuid(text: str) -> UUID:
 
 _new_uuid = UUID.__new__
 _set_attr = object.__setattr__
+_UNKNOWN_SAFETY = SafeUUID.unknown  # (an enum member: looked up once, not on every id)
 
 
 def _text(value: UUID) -> str:
