@@ -1090,8 +1090,9 @@ class FormStore:
     _cache: dict[Path, tuple[tuple, Form]] = {}
     _lock = threading.Lock()
 
-    def __init__(self, forms_dir: Path | str):
+    def __init__(self, forms_dir: Path | str, recheck_seconds: float = 1.0):
         self.forms_dir = Path(forms_dir)
+        self.recheck_seconds = recheck_seconds
 
     def resolve(self, process_id: str, filename: str) -> Path:
         """The file a ``formJsonSchemaFilename`` names; raises UnsafeFormPath when unsafe."""
@@ -1107,8 +1108,27 @@ class FormStore:
             raise UnsafeFormPath(filename, "resolves outside the forms directory")
         return path
 
+    # A form file is checked for changes (three stats) at most once a second (recheck_seconds) per
+    # process: a task completion loads its form, and the checks cost more than the rest of the look-up.
+    _resolved: dict = {}
+    _checked: dict = {}
+
     def load(self, process_id: str, filename: str) -> Form:
-        path = self.resolve(process_id, filename)
+        import time
+        where = (self.forms_dir, process_id, filename)
+        path = self._resolved.get(where)
+        if path is None:
+            path = self.resolve(process_id, filename)
+            self._resolved[where] = path
+        now = time.monotonic()
+        checked = self._checked.get(path)
+        if checked is not None and now - checked[0] < self.recheck_seconds:
+            return checked[1]
+        form = self._load_checked(path)
+        self._checked[path] = (now, form)
+        return form
+
+    def _load_checked(self, path: Path) -> Form:
         try:
             stat = path.stat()
         except FileNotFoundError:
@@ -1148,3 +1168,5 @@ class FormStore:
     def clear(self) -> None:
         with self._lock:
             self._cache.clear()
+            self._checked.clear()
+            self._resolved.clear()

@@ -64,6 +64,16 @@ _INSERT_EVENT = insert(_EVENTS)
 _INSERT_HEAD = insert(_HEADS)
 _MOVE_HEAD = (update(_HEADS).where(_HEADS.c.chain == bindparam("head_chain"))
               .values(last_hash=bindparam("head_hash"), count=bindparam("head_count")))
+# Moves the head only if it is still where this process last left it (see append)
+_MOVE_KNOWN_HEAD = (update(_HEADS).where(_HEADS.c.chain == bindparam("head_chain"),
+                                         _HEADS.c.count == bindparam("old_count"),
+                                         _HEADS.c.last_hash == bindparam("old_hash"))
+                    .values(last_hash=bindparam("head_hash"), count=bindparam("head_count")))
+# The heads this process wrote last, per chain: most appends follow one by the same process (the
+# steps of one instance), and then the head need not be read first. Only a hint: the conditional
+# UPDATE finds out when another process (or a rolled-back transaction) moved it meanwhile.
+_known_heads: dict[str, tuple[str, int]] = {}
+_KNOWN_HEADS_MAX = 50_000
 
 
 def append(session: Session, *, chain: str, kind: str, actor: str, at: datetime,
@@ -71,26 +81,43 @@ def append(session: Session, *, chain: str, kind: str, actor: str, at: datetime,
            bpmn_id: Optional[str] = None, data: Optional[dict] = None) -> Event:
     """Append one event to a chain and move the chain head, inside the caller's transaction.
 
-    Three Core statements (read and lock the head, insert the event, move the head): this runs
-    on every user action, and the ORM's unit of work would add an autoflush and object bookkeeping.
-    The returned Event is not attached to the session.
+    Core statements (move the head, insert the event; read and lock the head first unless this
+    process knows where it is): this runs on every user action, and the ORM's unit of work would
+    add an autoflush and object bookkeeping. The returned Event is not attached to the session.
     """
-    found = session.execute(_READ_HEAD, {"chain": chain}).first()
-    last_hash, count = (GENESIS, 0) if found is None else (found[0], found[1])
     # Microseconds survive every backend; anything finer would break the hash on reload.
     at = at.astimezone(timezone.utc)
-    event = Event(chain=chain, seq=count + 1, instance_id=instance_id, task_id=task_id,
-                  bpmn_id=bpmn_id, actor=actor, kind=kind, data=plain(data or {}), at=at,
-                  prev_hash=last_hash)
-    event.hash = compute_hash(last_hash, event)
+    data = plain(data or {})
+
+    def make(last_hash: str, count: int) -> Event:
+        event = Event(chain=chain, seq=count + 1, instance_id=instance_id, task_id=task_id,
+                      bpmn_id=bpmn_id, actor=actor, kind=kind, data=data, at=at, prev_hash=last_hash)
+        event.hash = compute_hash(last_hash, event)
+        return event
+
+    known = _known_heads.get(chain)
+    event = None
+    if known is not None:
+        event = make(*known)
+        moved = session.execute(_MOVE_KNOWN_HEAD, {
+            "head_chain": chain, "old_count": known[1], "old_hash": known[0],
+            "head_hash": event.hash, "head_count": event.seq}).rowcount
+        if moved != 1:
+            event = None  # moved meanwhile: read it (and lock it) as below
+    if event is None:
+        found = session.execute(_READ_HEAD, {"chain": chain}).first()
+        event = make(GENESIS, 0) if found is None else make(found[0], found[1])
+        if found is None:
+            session.execute(_INSERT_HEAD, {"chain": chain, "last_hash": event.hash, "count": event.seq})
+        else:
+            session.execute(_MOVE_HEAD, {"head_chain": chain, "head_hash": event.hash, "head_count": event.seq})
     session.execute(_INSERT_EVENT, {
         "chain": chain, "seq": event.seq, "instance_id": instance_id, "task_id": task_id,
         "bpmn_id": bpmn_id, "actor": actor, "kind": kind, "data": event.data, "at": at,
-        "prev_hash": last_hash, "hash": event.hash})
-    if found is None:
-        session.execute(_INSERT_HEAD, {"chain": chain, "last_hash": event.hash, "count": event.seq})
-    else:
-        session.execute(_MOVE_HEAD, {"head_chain": chain, "head_hash": event.hash, "head_count": event.seq})
+        "prev_hash": event.prev_hash, "hash": event.hash})
+    if len(_known_heads) >= _KNOWN_HEADS_MAX:
+        _known_heads.clear()
+    _known_heads[chain] = (event.hash, event.seq)
     return event
 
 

@@ -86,6 +86,14 @@ def install() -> None:
         from SpiffWorkflow.util.deep_merge import DeepMerge
         DeepMerge.merge = staticmethod(_merge_into_copies)
         DeepMerge.merge_array = staticmethod(_merge_array_into_copies)
+        # SpiffWorkflow builds its log records' extras eagerly, and while its loggers' level is
+        # unset (0, below INFO) a workflow's extras list every task id: a walk of the whole tree on
+        # every state change. Unless configured otherwise, its loggers report warnings and errors
+        # (its INFO records, one per task state change, are not what an operator reads).
+        import logging
+        for name in ("spiff.workflow", "spiff.task"):
+            if logging.getLogger(name).level == logging.NOTSET:
+                logging.getLogger(name).setLevel(logging.WARNING)
         from . import clock
         clock.install()
         _installed = True
@@ -209,7 +217,10 @@ def _parallel_join_ready(self, my_task) -> bool:
                 return
             task = task.parent
 
-    for task in my_task.workflow.get_tasks(spec_name=self.name):
+    # every task of this join spec in the workflow (a scan of the flat task map: a walk of the
+    # tree, as get_tasks(spec_name=...) does, costs far more and gives the same set)
+    name = self.name
+    for task in [t for t in my_task.workflow.tasks.values() if t.task_spec.name == name]:
         task_ancestors = _ancestor_ids(task)
         if my_task.id in task_ancestors:
             remove_ancestor(task)

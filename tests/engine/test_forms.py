@@ -210,7 +210,7 @@ def test_cache_reloads_on_change(tmp_path):
     d.mkdir()
     f = d / "t.schema.json"
     f.write_text(json.dumps({"title": "甲", "type": "object"}), encoding="utf-8")
-    s = FormStore(tmp_path)
+    s = FormStore(tmp_path, recheck_seconds=0)  # (the default looks for changes once a second)
     first = s.load("p", "t.schema.json")
     assert s.load("p", "t.schema.json") is first
     f.write_text(json.dumps({"title": "乙乙", "type": "object"}), encoding="utf-8")
@@ -220,6 +220,25 @@ def test_cache_reloads_on_change(tmp_path):
     assert second is not first and second.title() == "乙乙"
     (d / "t.en.json").write_text(json.dumps({"/title": "B"}), encoding="utf-8")
     assert s.load("p", "t.schema.json").title("en") == "B"
+
+
+def test_a_changed_form_is_picked_up_within_a_second(tmp_path, monkeypatch):
+    import time
+    d = tmp_path / "p"
+    d.mkdir()
+    f = d / "t.schema.json"
+    f.write_text(json.dumps({"title": "甲", "type": "object"}), encoding="utf-8")
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    s = FormStore(tmp_path)
+    assert s.load("p", "t.schema.json").title() == "甲"
+    f.write_text(json.dumps({"title": "乙乙", "type": "object"}), encoding="utf-8")
+    st = f.stat()
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10_000_000))
+    now[0] += 0.5
+    assert s.load("p", "t.schema.json").title() == "甲"  # not looked at again yet
+    now[0] += 0.6
+    assert s.load("p", "t.schema.json").title() == "乙乙"
 
 
 def test_loading_a_broken_form_raises(tmp_path):
