@@ -108,7 +108,10 @@ def cmd_serve(args) -> int:
 
         def load(self):
             from webui import create_app
-            return create_app()
+            app = create_app()
+            from .runtime import tune_gc
+            tune_gc()
+            return app
 
     ticker = None if args.no_timers else _start_ticker(args.database_url)
     print(f"cleanaudit: serving http://{args.host}:{args.port}/", flush=True)
@@ -144,6 +147,8 @@ def cmd_tick(args) -> int:
 
 def cmd_worker(args) -> int:
     engine = _engine(args)
+    from .runtime import tune_gc
+    tune_gc()
     print("worker: ticking every minute; Ctrl-C stops", file=sys.stderr)
     try:
         while True:

@@ -56,9 +56,11 @@ _ENTRY = "_cleanaudit_line"  # on a task: its _Line
 _FINISHED = TaskState.FINISHED_MASK
 _WAITING = TaskState.WAITING
 # Tasks in these states change data and internal data without changing state (a multi-instance
-# task merging its children, a join collecting branches, a catch event taking a message): they
-# are encoded again at every save. Predicted tasks (MAYBE, LIKELY, FUTURE) change with their state.
-_ALWAYS = TaskState.WAITING | TaskState.READY | TaskState.STARTED
+# task merging its children, a sub-process task, a user task given its form data): they are
+# encoded again at every save. A WAITING task (a timer, a join, a catch event) changes its data
+# when its state changes; predicted tasks (MAYBE, LIKELY, FUTURE) likewise. (The tests check every
+# save against a full encoding: CHECK_ENV.)
+_ALWAYS = TaskState.READY | TaskState.STARTED
 _scan = json.scanner.make_scanner(json.JSONDecoder())
 _threads = threading.local()
 
