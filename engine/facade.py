@@ -772,20 +772,19 @@ class Engine:
 
     # ------------------------------------------------------------------ timers
     # A tick fires timers in batches: one transaction of up to TICK_BATCH instances (or
-    # TICK_BATCH_SECONDS of work), each instance in a savepoint of its own. A batch saves a commit
-    # per instance; the savepoints keep one instance's failure from undoing the others'.
+    # TICK_BATCH_SECONDS of work), which saves a commit per instance. If an instance fails with an
+    # error outside its BPMN (those become incidents), the batch is rolled back and its instances
+    # are fired again one transaction each, so that only the failing one is left out.
     TICK_BATCH = 25
     TICK_BATCH_SECONDS = 0.05
 
     def tick(self, now: Optional[datetime] = None) -> list[RunResult]:
         """Fire every due timer; safe from several workers (each instance is fired once).
 
-        An instance whose firing fails with an error outside its BPMN (those become incidents) is
-        rolled back alone, logged, and left due for the next tick; the others go on.
+        An instance whose firing fails is logged and left due for the next tick; the others go on.
         """
-        import time
         now = now or clock.now()
-        results = []
+        results: list[RunResult] = []
         with clock.use_clock(now):
             with self.db.read() as session:
                 due_ids = list(session.scalars(
@@ -793,35 +792,58 @@ class Engine:
                     .order_by(Instance.next_timer_at).limit(10000)))
             position = 0
             while position < len(due_ids):
-                with self.db.transaction() as session:
-                    started = time.perf_counter()
-                    count = 0
-                    while (position < len(due_ids) and count < self.TICK_BATCH
-                           and time.perf_counter() - started < self.TICK_BATCH_SECONDS):
-                        instance_id = due_ids[position]
-                        position += 1
-                        count += 1
-                        try:
-                            with session.begin_nested():
-                                result = self._fire(session, instance_id, now)
-                        except Exception:  # noqa: BLE001 — one broken instance must not stop the others
-                            log.exception("tick: firing the timers of instance %s failed", instance_id)
-                            session.info.get("cleanaudit_workflows", {}).pop(instance_id, None)
-                            self._workflows.discard(instance_id)
-                            continue
-                        if result is not None:
-                            results.append(result)
+                batch = self._fire_batch(due_ids, position, now)
+                if batch is not None:
+                    done, fired = batch
+                else:  # something failed: the batch was rolled back; one instance at a time
+                    done, fired = self._fire_one_by_one(due_ids, position, now)
+                results += fired
+                position += done
         return results
+
+    def _fire_batch(self, due_ids: list[int], position: int, now: datetime):
+        """Fire a batch from due_ids[position:] in one transaction: (instances done, results), or
+        None when one failed (nothing of the batch is kept)."""
+        import time
+        fired = []
+        try:
+            with self.db.transaction() as session:
+                started = time.perf_counter()
+                count = 0
+                while (position + count < len(due_ids) and count < self.TICK_BATCH
+                       and time.perf_counter() - started < self.TICK_BATCH_SECONDS):
+                    result = self._fire(session, due_ids[position + count], now)
+                    count += 1
+                    if result is not None:
+                        fired.append(result)
+        except Exception:  # noqa: BLE001 — found out below, one instance at a time
+            return None
+        return count, fired
+
+    def _fire_one_by_one(self, due_ids: list[int], position: int, now: datetime):
+        fired = []
+        end = min(len(due_ids), position + self.TICK_BATCH)
+        for instance_id in due_ids[position:end]:
+            try:
+                with self.db.transaction() as session:
+                    result = self._fire(session, instance_id, now)
+            except Exception:  # noqa: BLE001 — one broken instance must not stop the others
+                log.exception("tick: firing the timers of instance %s failed", instance_id)
+                self._workflows.discard(instance_id)
+                continue
+            if result is not None:
+                fired.append(result)
+        return end - position, fired
 
     def _fire(self, session: Session, instance_id: int, now: datetime) -> Optional[RunResult]:
         with self._budget():
-            query = select(Instance.id).where(Instance.id == instance_id, Instance.next_timer_at <= now,
-                                              Instance.status == "running")
-            if not self.db.is_sqlite:
-                query = query.with_for_update(skip_locked=True)
-            if session.execute(query).scalar_one_or_none() is None:
-                return None  # another worker fired it meanwhile
+            if not self.db.is_sqlite:  # lock it first; another worker may hold it (skip it then)
+                if session.execute(_LOCK_IF_DUE, {"instance_id": instance_id, "now": now}).first() is None:
+                    return None
             loaded = self._load(session, instance_id)
+            row = loaded.row
+            if row.status != "running" or row.next_timer_at is None or row.next_timer_at > now:
+                return None  # fired meanwhile (by another worker, or an action that came first)
             waiting = {t.id: t for t in runtime.waiting_tasks(loaded.workflow)}
             loaded.workflow.refresh_timers()
             fired = [t for t in waiting.values() if t.state != TaskState.WAITING
@@ -902,6 +924,10 @@ _COMPLETE_TASK = (update(_HUMAN).where(_HUMAN.c.id == bindparam("task_id"))
 
 _INSTANCE = Instance.__table__
 _READ_INSTANCE = select(Instance).where(Instance.id == bindparam("instance_id"))
+_LOCK_IF_DUE = (select(_INSTANCE.c.id)
+                .where(_INSTANCE.c.id == bindparam("instance_id"), _INSTANCE.c.next_timer_at <= bindparam("now"),
+                       _INSTANCE.c.status == "running")
+                .with_for_update(skip_locked=True))
 _LOCK_INSTANCE = _READ_INSTANCE.with_for_update()
 _UPDATE_INSTANCE = update(_INSTANCE).where(_INSTANCE.c.id == bindparam("_id"),
                                            _INSTANCE.c.lock_version == bindparam("_version"))

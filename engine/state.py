@@ -53,6 +53,7 @@ ZSTD_LEVEL = 1  # the fastest of the standard levels; states stay a few KB
 CHECK_ENV = "CLEANAUDIT_STATE_CHECK"
 
 _ENTRY = "_cleanaudit_line"  # on a task: its _Line
+_FINISHED_BLOCK = "_cleanaudit_finished_block"  # on a finished sub-process: its lines and header
 _FINISHED = TaskState.FINISHED_MASK
 _WAITING = TaskState.WAITING
 # Tasks in these states change data and internal data without changing state (a multi-instance
@@ -95,6 +96,7 @@ def touch(task) -> None:
 def forget(workflow) -> None:
     """Drop every kept encoding of a workflow (the next save encodes all of it)."""
     for one in _workflows(workflow):
+        one.__dict__.pop(_FINISHED_BLOCK, None)
         for task in one.tasks.values():
             task.__dict__.pop(_ENTRY, None)
 
@@ -164,6 +166,13 @@ class Codec:
         subs = []
         self.round_trip_ok = True
         for one in _workflows(workflow):
+            kept = one.__dict__.get(_FINISHED_BLOCK) if one is not workflow else None
+            if kept is not None and kept[0] == (len(one.tasks), one.completed, one.last_task):
+                # a finished sub-process does not change: its lines and header as saved last time
+                parts.append(kept[1])
+                subs.append(kept[2])
+                continue
+            start = len(parts)
             count = self._dump_tasks(one, parts)
             entry = self._workflow_header(one)
             if self.round_trip_ok and entry["data"] and json.loads(self.encode(entry["data"])) != entry["data"]:
@@ -174,10 +183,17 @@ class Codec:
             else:
                 entry["id"] = str(one.parent_task_id)
                 entry["spec"] = one.spec.name
-                subs.append(entry)
-        header = {"format": FORMAT, "wf": header_wf, "subs": subs,
-                  "events": self.registry.convert(workflow.bpmn_events)}
-        parts[0] = self.encode(header)
+                entry_text = self.encode(entry)
+                subs.append(entry_text)
+                if one.completed and count and self.round_trip_ok:
+                    block = "\n".join(parts[start:])
+                    del parts[start:]
+                    parts.append(block)
+                    one.__dict__[_FINISHED_BLOCK] = ((count, True, one.last_task), block, entry_text)
+        # the header, put together from its parts (a finished sub-process's part is kept encoded)
+        parts[0] = "".join(['{"format":', str(FORMAT), ',"wf":', self.encode(header_wf), ',"subs":[',
+                            ",".join(subs), '],"events":', self.encode(self.registry.convert(workflow.bpmn_events)),
+                            "}"])
         workflow.__dict__["_cleanaudit_reusable"] = self.round_trip_ok
         text = "\n".join(parts)
         if self.check:
@@ -207,7 +223,7 @@ class Codec:
         workflow whose new values do not come back equal from JSON (tuples, sets, non-text keys,
         datetimes, NaN) must not be kept in memory in place of a load.
         """
-        from .runtime import _text
+        _text = _runtime()._text
         tasks = one.tasks
         changed: set = set()  # int ids of tasks whose stored data may have changed in this save
         encoded: set = set()  # int ids of tasks encoded in this save
@@ -259,7 +275,6 @@ class Codec:
 
     def _stored_data(self, task, tasks) -> Optional[dict]:
         """The data a load would give this task (from its line and its ancestors'), or None."""
-        from .runtime import _inherited
         chain = []
         current = task
         base = None
@@ -334,7 +349,8 @@ class Codec:
         one.data = self.restore_registry.restore(entry.get("data") or {})
 
     def _load_tasks(self, one, top, lines: list, start: int, entry: dict) -> int:
-        from .runtime import _inherited, _live, _uuid as uuid_of
+        runtime = _runtime()
+        _inherited, _live, uuid_of = runtime._inherited, runtime._live, runtime._uuid
         count = entry["n"]
         specs = one.spec.task_specs
         tasks: dict = {}
@@ -422,7 +438,7 @@ class Codec:
 
 def _decode_tasks(lines: list, codec: Codec) -> list:
     """(head, whole data) of every task line, data resolved through the parents (check mode)."""
-    from .runtime import _inherited
+    _inherited = _runtime()._inherited
     out, data_by_id = [], {}
     for line in lines:
         head, _, payload = line.partition("\t")
@@ -440,6 +456,17 @@ def _decode_tasks(lines: list, codec: Codec) -> list:
         data_by_id[fields[0]] = data
         out.append((fields, json.loads(codec.encode(data))))
     return out
+
+
+_runtime_module = None
+
+
+def _runtime():
+    global _runtime_module
+    if _runtime_module is None:
+        from . import runtime  # (runtime imports this module: looked up when first needed)
+        _runtime_module = runtime
+    return _runtime_module
 
 
 def _workflows(workflow) -> list:

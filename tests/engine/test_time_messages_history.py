@@ -81,6 +81,35 @@ def test_two_workers_ticking_the_same_due_instances_fire_each_once(any_engine, o
         assert [e.kind for e in any_engine.history(instance_id)].count("timer_fired") == 1
 
 
+def test_a_tick_fires_in_batches_and_one_failing_instance_does_not_stop_the_others(any_engine, org, clock,
+                                                                                  monkeypatch):
+    """Art. 10 deadlines of seven enterprises fall due together; firing one fails (a database error,
+    not its BPMN): the other six fire, nothing of the failed one is kept, and it fires next tick."""
+    deploy(any_engine, "deadline")
+    clock.set(datetime(2025, 2, 1, 9, 0, tzinfo=SHANGHAI))
+    ids = [start_deadline(any_engine, org) for _ in range(7)]
+    broken = ids[3]
+    monkeypatch.setattr(type(any_engine), "TICK_BATCH", 4)
+    original = type(any_engine)._run_and_save
+
+    def run_and_save(self, session, loaded, *args, **kwargs):
+        if loaded.row.id == broken:
+            raise RuntimeError("disk full")
+        return original(self, session, loaded, *args, **kwargs)
+
+    monkeypatch.setattr(type(any_engine), "_run_and_save", run_and_save)
+    later = datetime(2025, 3, 5, tzinfo=SHANGHAI)
+    results = any_engine.tick(later)
+    assert sorted(r.instance_id for r in results) == sorted(i for i in ids if i != broken)
+    assert "timer_fired" not in [e.kind for e in any_engine.history(broken)]
+    assert any_engine.instance(broken).next_timer_at is not None
+    monkeypatch.setattr(type(any_engine), "_run_and_save", original)
+    assert [r.instance_id for r in any_engine.tick(later)] == [broken]
+    for instance_id in ids:
+        assert [e.kind for e in any_engine.history(instance_id)].count("timer_fired") == 1
+    assert any_engine.verify_history() == []
+
+
 def test_a_changed_calendar_moves_the_deadline(engine, clock):
     from engine.models import CalendarDay
     deploy(engine, "deadline")
