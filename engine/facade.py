@@ -39,7 +39,7 @@ MAX_MESSAGE_HOPS = 500
 
 @dataclass
 class InboxPage:
-    rows: list[HumanTask]
+    rows: list  # human_task rows (read-only, attribute access by column name)
     total: int
     page: int
     per_page: int
@@ -376,14 +376,14 @@ class Engine:
         params = {"lanes": lanes, "keys": keys, "process_id": process_id, "now": clock.now()}
         with self.db.read() as session:
             total = self._inbox_total(session, lanes, keys, process_id, overdue, params)
-            rows: list[HumanTask] = []
+            rows: list = []
             offset, wanted = (page - 1) * per_page, page * per_page
             if total > offset:
                 params.update({f"lane_{i}": lane for i, lane in enumerate(lanes)})
                 params.update({f"key_{i}": key for i, key in enumerate(keys)})
                 params.update(wanted=wanted, offset=offset, per_page=per_page)
                 statement = _inbox_page_statement(len(lanes), len(keys), bool(process_id), overdue)
-                rows = list(session.scalars(statement, params))
+                rows = list(session.execute(statement, params))
         return InboxPage(rows, total, page, per_page)
 
     @staticmethod
@@ -981,7 +981,8 @@ def _inbox_page_statement(lanes: int, keys: int, with_process: bool, overdue: bo
                 .order_by(merged.c.due_at.is_(None), merged.c.due_at, merged.c.created_at)
                 .offset(bindparam("offset", type_=Integer)).limit(bindparam("per_page", type_=Integer))
                 .subquery())
-        statement = (select(HumanTask).join(page, HumanTask.id == page.c.id)
+        # plain rows (read-only, attribute access like the model's): no ORM objects to build
+        statement = (select(*_HT.c).join(page, _HT.c.id == page.c.id)
                      .order_by(page.c.due_at.is_(None), page.c.due_at, page.c.created_at))
         if len(_INBOX_SHAPES) > 512:
             _INBOX_SHAPES.clear()
