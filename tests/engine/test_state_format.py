@@ -259,3 +259,34 @@ def test_a_save_encodes_again_only_the_tasks_that_changed(tmp_path, clock):
     assert {workflow.tasks[tid].task_spec.name for tid in kept} >= {"Start", "start", "setup"}
     assert 0 < len(kept) < len(workflow.tasks)
     engine.db.dispose()
+
+
+def test_a_state_saved_in_the_earlier_format_still_loads_and_is_saved_in_the_new_one(tmp_path, clock):
+    """Instances saved before format 2 (zlib-compressed SpiffWorkflow dictionaries) go on after an upgrade."""
+    import zlib
+    from engine import runtime, state
+    from engine.models import Instance
+    engine = make_engine(f"sqlite:///{tmp_path / 'legacy.sqlite'}", FIXTURES,
+                         ROOT / "tests" / "data" / "engine" / "forms")
+    engine.deploy_paths([FIXTURES / "nested.bpmn"], deployed_by="test")
+    epb = add_user(engine, "epb", ["local_epb"], jurisdiction_code="650102")
+    instance_id = engine.start("nested", actor="x", data={"jurisdiction_code": "650102"})
+    with engine.db.read() as session:
+        workflow = engine._load(session, instance_id, lock=False).workflow
+    legacy = zlib.compress(json.dumps(reference_dump(workflow)).encode("utf-8"))
+    with engine.db.transaction() as session:
+        session.get(Instance, instance_id).state = legacy
+        session.get(Instance, instance_id).serializer_version = "1.5"
+    engine._workflows.clear()
+    with engine.db.read() as session:
+        loaded = engine._load(session, instance_id, lock=False)
+        assert reference_dump(loaded.workflow) == reference_dump(workflow)
+    engine._workflows.clear()
+    engine.complete(epb, engine.inbox(epb).rows[0].id, {"confirmed": True})
+    row = engine.instance(instance_id)
+    assert state.is_current(row.state) and row.serializer_version == runtime.SERIALIZER_VERSION
+    [task] = engine.inbox(epb).rows
+    assert task.bpmn_id == "second"
+    engine.complete(epb, task.id, {"confirmed": True})
+    assert engine.instance(instance_id).status == "completed"
+    engine.db.dispose()
