@@ -292,19 +292,9 @@ class Codec:
             if current is None:
                 return None
         for current, entry in reversed(chain):
-            payload = entry.payload
-            typed = '"typename"' in payload
-            first, deletions = json.loads(payload)
-            first = self.restore(first, typed)
-            if deletions is None:
-                data = first
-            else:
-                if base is None:
-                    return None
-                data = base.copy()  # private to the stored view: shares values, never changed
-                data.update(first)
-                for key in deletions:
-                    data.pop(key, None)
+            data = _apply(self, entry.payload, base)  # private to the stored view, never changed
+            if data is None:
+                return None
             entry.stored = base = data
         return base
 
@@ -438,27 +428,33 @@ class Codec:
 
 def _decode_tasks(lines: list, codec: Codec) -> list:
     """(head, whole data) of every task line, data resolved through the parents (check mode)."""
-    _inherited = _runtime()._inherited
     out, data_by_id = [], {}
     for line in lines:
         head, _, payload = line.partition("\t")
         fields = json.loads(head)
-        typed = '"typename"' in payload
-        first, deletions = json.loads(payload)
-        first = codec.restore(first, typed)
-        if deletions is None:
-            data = first
-        else:
-            data = _inherited(data_by_id.get(fields[1], {}))
-            data.update(first)
-            for key in deletions:
-                data.pop(key, None)
+        data = _apply(codec, payload, data_by_id.get(fields[1], {}))
         data_by_id[fields[0]] = data
         out.append((fields, json.loads(codec.encode(data))))
     return out
 
 
 _runtime_module = None
+
+
+def _apply(codec: Codec, payload: str, base: Optional[dict]) -> Optional[dict]:
+    """The data a task line's data part gives over its parent's data (`base`); None if it needs a
+    base and has none. The result shares values with `base` (as loaded data does)."""
+    first, deletions = json.loads(payload)
+    first = codec.restore(first, '"typename"' in payload)
+    if deletions is None:
+        return first
+    if base is None:
+        return None
+    data = base.copy()
+    data.update(first)
+    for key in deletions:
+        data.pop(key, None)
+    return data
 
 
 def _runtime():
