@@ -861,7 +861,6 @@ class Bench:
 
     def _clone(self, template: dict, count: int, next_timer_at) -> list[int]:
         """Bulk-insert `count` copies of a waiting instance (fresh task ids) with their inbox rows."""
-        from . import runtime
         from .models import HumanTask, Instance, MessageWait
         table, tasks, waits = Instance.__table__, HumanTask.__table__, MessageWait.__table__
         from . import state as state_format

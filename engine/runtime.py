@@ -9,9 +9,8 @@ import json
 import re
 import threading
 import zlib
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterable, Optional
+from typing import Optional
 from uuid import UUID, SafeUUID
 
 from SpiffWorkflow import TaskState

@@ -35,7 +35,7 @@ import json.scanner
 import os
 import threading
 import zlib
-from typing import Any, Optional
+from typing import Optional
 from uuid import UUID
 
 import zstandard
