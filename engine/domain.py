@@ -10,7 +10,7 @@ from datetime import timedelta, timezone
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from . import clock, history
+from . import clock, fastsql, history
 from .models import Organisation
 
 ENGINE_ACTOR = "engine"
@@ -76,6 +76,18 @@ def incentive_flags(industry_code, options, is_sme=False) -> list[dict]:
     return result
 
 
+_INSERT_RECORD: list = []
+
+
+def _insert_record():
+    """INSERT INTO record ... RETURNING id, built once (fastsql keeps it compiled)."""
+    if not _INSERT_RECORD:
+        from .models import Record
+        table = Record.__table__
+        _INSERT_RECORD.append(insert(table).returning(table.c.id))
+    return _INSERT_RECORD[0]
+
+
 def make_helpers(session: Session, holder: dict) -> dict:
     """The helpers for scripts of one instance; `holder["instance"]` is its row once known."""
 
@@ -107,8 +119,7 @@ def make_helpers(session: Session, holder: dict) -> dict:
             values["enterprise_id"] = int(data["enterprise_id"])
         # One Core INSERT ... RETURNING (scripts keep records on most steps; the ORM's add + flush
         # cost several times more).
-        table = Record.__table__
-        return session.execute(insert(table).returning(table.c.id), values).scalar_one()
+        return fastsql.execute(session, _insert_record(), values).fetchone()[0]
 
     def publish(kind, title, data=None) -> int:
         """Publish a record on the public disclosure pages (what the Measures publish)."""

@@ -22,7 +22,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from SpiffWorkflow import TaskState
 from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
 
-from . import authz, clock, history, runtime
+from . import authz, clock, fastsql, history, runtime
 from .db import Database, default_url
 from .errors import (CleanauditError, InstanceNotFound, InvalidFormData, InvalidProcess, NotAllowed,
                      ProcessNotFound, ScriptError, StaleInstance, TaskNotFound)
@@ -564,8 +564,8 @@ class Engine:
         old_version = row.lock_version
         new_version = old_version + 1
         # the SET clause follows the parameter names (one compiled statement per set of columns)
-        result = session.execute(_UPDATE_INSTANCE, {**values, "lock_version": new_version,
-                                                    "_id": row.id, "_version": old_version})
+        result = fastsql.execute(session, _UPDATE_INSTANCE, {**values, "lock_version": new_version,
+                                                              "_id": row.id, "_version": old_version})
         if result.rowcount != 1:
             exc = StaleDataError(f"instance {row.id} was saved by another transaction (lock version "
                                  f"{old_version} is gone)")
@@ -583,10 +583,10 @@ class Engine:
         """Mark an inbox row completed or cancelled: one Core UPDATE, a loaded row kept in step."""
         values = {"status": status, "completed_at": now}
         if by is None:
-            session.execute(_CANCEL_TASK, {"task_id": task_id, "new_status": status, "at": now})
+            fastsql.execute(session, _CANCEL_TASK, {"task_id": task_id, "new_status": status, "at": now})
         else:
             values["completed_by"] = by
-            session.execute(_COMPLETE_TASK, {"task_id": task_id, "new_status": status, "at": now, "by": by})
+            fastsql.execute(session, _COMPLETE_TASK, {"task_id": task_id, "new_status": status, "at": now, "by": by})
         loaded_row = session.identity_map.get(session.identity_key(HumanTask, task_id))
         if loaded_row is not None:
             for key, value in values.items():
@@ -609,8 +609,8 @@ class Engine:
         if new_rows:
             # the script engine this action runs with (its helpers see this transaction)
             script_engine = workflow.script_engine
-            session.execute(insert(table), [self._human_task_values(row, task, now, script_engine)
-                                            for task in new_rows])
+            fastsql.execute_many(session, _INSERT_TASK, [self._human_task_values(row, task, now, script_engine)
+                                                         for task in new_rows])
 
     def _human_task_values(self, instance: Instance, task, now: datetime, script_engine) -> dict:
         """The inbox row of a READY user task: scope and due date evaluated over the task data."""
@@ -915,6 +915,7 @@ _HUMAN = HumanTask.__table__
 _TASK_ROW = select(_HUMAN).where(_HUMAN.c.id == bindparam("task_id"))
 _OPEN_TASK_IDS = select(_HUMAN.c.id).where(_HUMAN.c.instance_id == bindparam("instance_id"),
                                             _HUMAN.c.status == "open")
+_INSERT_TASK = insert(_HUMAN)
 _CANCEL_TASK = (update(_HUMAN).where(_HUMAN.c.id == bindparam("task_id"))
                 .values(status=bindparam("new_status"), completed_at=bindparam("at")))
 _COMPLETE_TASK = (update(_HUMAN).where(_HUMAN.c.id == bindparam("task_id"))

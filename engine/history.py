@@ -10,6 +10,7 @@ from typing import Any, Optional
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from . import fastsql
 from .models import ChainHead, Event
 
 GENESIS = "0" * 64
@@ -99,19 +100,20 @@ def append(session: Session, *, chain: str, kind: str, actor: str, at: datetime,
     event = None
     if known is not None:
         event = make(*known)
-        moved = session.execute(_MOVE_KNOWN_HEAD, {
+        moved = fastsql.execute(session, _MOVE_KNOWN_HEAD, {
             "head_chain": chain, "old_count": known[1], "old_hash": known[0],
             "head_hash": event.hash, "head_count": event.seq}).rowcount
         if moved != 1:
             event = None  # moved meanwhile: read it (and lock it) as below
     if event is None:
-        found = session.execute(_READ_HEAD, {"chain": chain}).first()
+        found = fastsql.execute(session, _READ_HEAD, {"chain": chain}).fetchone()
         event = make(GENESIS, 0) if found is None else make(found[0], found[1])
         if found is None:
-            session.execute(_INSERT_HEAD, {"chain": chain, "last_hash": event.hash, "count": event.seq})
+            fastsql.execute(session, _INSERT_HEAD, {"chain": chain, "last_hash": event.hash, "count": event.seq})
         else:
-            session.execute(_MOVE_HEAD, {"head_chain": chain, "head_hash": event.hash, "head_count": event.seq})
-    session.execute(_INSERT_EVENT, {
+            fastsql.execute(session, _MOVE_HEAD, {"head_chain": chain, "head_hash": event.hash,
+                                                  "head_count": event.seq})
+    fastsql.execute(session, _INSERT_EVENT, {
         "chain": chain, "seq": event.seq, "instance_id": instance_id, "task_id": task_id,
         "bpmn_id": bpmn_id, "actor": actor, "kind": kind, "data": event.data, "at": at,
         "prev_hash": event.prev_hash, "hash": event.hash})
