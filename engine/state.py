@@ -341,6 +341,7 @@ class Codec:
     def _load_tasks(self, one, top, lines: list, start: int, entry: dict) -> int:
         runtime = _runtime()
         _inherited, _live, uuid_of = runtime._inherited, runtime._live, runtime._uuid
+        known_uuid = runtime._UUIDS.get  # (a hit needs no call of uuid_of)
         count = entry["n"]
         specs = one.spec.task_specs
         tasks: dict = {}
@@ -356,9 +357,9 @@ class Codec:
             (first, deletions), _ = scan(line, end + 1)
             typed = '"typename"' in line
             task_spec = specs.get(spec_name)
-            uid = uuid_of(task_id)
-            parent_uid = uuid_of(parent_id) if parent_id is not None else None
-            child_ids = [uuid_of(child) for child in children]
+            uid = known_uuid(task_id) or uuid_of(task_id)
+            parent_uid = (known_uuid(parent_id) or uuid_of(parent_id)) if parent_id is not None else None
+            child_ids = [known_uuid(child) or uuid_of(child) for child in children]
             if typed:
                 first = restore(first)
                 if internal:
@@ -380,11 +381,9 @@ class Codec:
                     if key in data:
                         del data[key]
             if task_spec is None:  # as SpiffWorkflow does: a task whose spec is gone gets a start spec
-                task = Task(one, None, state=state, id=uid)
-                task_spec = task.task_spec
-            else:
-                task = new_task(Task)
-            task.__dict__.update({
+                task_spec = Task(one, None, state=state, id=uid).task_spec
+            task = new_task(Task)
+            task.__dict__ = ({
                 "id": uid, "workflow": one, "_parent": parent_uid, "_children": child_ids,
                 "_cleanaudit_state": state, "triggered": triggered, "task_spec": task_spec,
                 "thread_id": thread_id, "data": data, "internal_data": internal,
