@@ -924,7 +924,10 @@ _COMPLETE_TASK = (update(_HUMAN).where(_HUMAN.c.id == bindparam("task_id"))
 
 
 _INSTANCE = Instance.__table__
-_READ_INSTANCE = select(Instance).where(Instance.id == bindparam("instance_id"))
+# no autoflush: the engine writes instance rows itself (_write_instance), and a flush looks at every
+# object of the session first (in a batch of timer fires, every instance fired so far)
+_READ_INSTANCE = (select(Instance).where(Instance.id == bindparam("instance_id"))
+                  .execution_options(autoflush=False))
 _LOCK_IF_DUE = (select(_INSTANCE.c.id)
                 .where(_INSTANCE.c.id == bindparam("instance_id"), _INSTANCE.c.next_timer_at <= bindparam("now"),
                        _INSTANCE.c.status == "running")
