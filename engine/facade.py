@@ -319,6 +319,9 @@ class Engine:
         return _Loaded(row, workflow)
 
     def _load(self, session: Session, instance_id: int, lock: bool = True) -> _Loaded:
+        kept = self._load_kept(session, instance_id, lock)
+        if kept is not None:
+            return kept
         query = _LOCK_INSTANCE if lock and not self.db.is_sqlite else _READ_INSTANCE
         row = session.execute(query, {"instance_id": instance_id}).scalar_one_or_none()
         if row is None:
@@ -339,6 +342,29 @@ class Engine:
             workflow.__dict__["_cleanaudit_waits"] = self._wanted_waits(row, workflow)
         return _Loaded(row, workflow)
 
+    def _load_kept(self, session: Session, instance_id: int, lock: bool) -> Optional[_Loaded]:
+        """The workflow and row kept in memory since this process last saved the instance, if the
+        database still holds that version (every write of an instance row moves its lock_version:
+        the engine's own UPDATE, or the ORM's version counter), else None."""
+        row = self._workflows.row_of(instance_id)
+        if row is None or session.identity_map.get(session.identity_key(Instance, instance_id)) is not None:
+            return None
+        query = _LOCK_VERSION if lock and not self.db.is_sqlite else _READ_VERSION
+        found = fastsql.execute(session, query, {"instance_id": instance_id}).fetchone()
+        if found is None or found[0] != row.lock_version:
+            return None
+        _, spec, _, _ = self._specs(session, row.version_id)
+        workflow = self._workflows.take(instance_id, found[0], spec)
+        if workflow is None:
+            return None
+        try:
+            session.add(row)  # attached again as it was committed: no read
+        except Exception:  # noqa: BLE001 — still attached elsewhere (a closing session): read it
+            return None
+        # The script engine is not part of the state: attach this transaction's, as a load does.
+        workflow.script_engine = self.script_engine(session, {"instance": row, "actor": ENGINE_ACTOR})
+        return _Loaded(row, workflow)
+
     def _keep_after_commit(self, session: Session, loaded: _Loaded) -> None:
         """Offer the workflow to the cache once (and only if) this transaction commits."""
         session.info.setdefault("cleanaudit_workflows", {})[loaded.row.id] = (loaded.row, loaded.workflow)
@@ -346,7 +372,7 @@ class Engine:
     def _after_commit(self, session: Session) -> None:
         for row, workflow in session.info.pop("cleanaudit_workflows", {}).values():
             try:
-                self._workflows.put(row.id, row.lock_version, workflow)
+                self._workflows.put(row.id, row.lock_version, workflow, row)
             except Exception:  # noqa: BLE001 — a cache must never fail a committed action
                 log.exception("could not keep the workflow of instance %s", row.id)
 
@@ -933,6 +959,8 @@ _LOCK_IF_DUE = (select(_INSTANCE.c.id)
                        _INSTANCE.c.status == "running")
                 .with_for_update(skip_locked=True))
 _LOCK_INSTANCE = _READ_INSTANCE.with_for_update()
+_READ_VERSION = select(_INSTANCE.c.lock_version).where(_INSTANCE.c.id == bindparam("instance_id"))
+_LOCK_VERSION = _READ_VERSION.with_for_update()
 _UPDATE_INSTANCE = update(_INSTANCE).where(_INSTANCE.c.id == bindparam("_id"),
                                            _INSTANCE.c.lock_version == bindparam("_version"))
 

@@ -626,11 +626,16 @@ class WorkflowCache:
         mark_loaded(workflow)
         return workflow
 
-    def put(self, instance_id: int, version: int, workflow) -> None:
+    def row_of(self, instance_id: int):
+        """The instance row (ORM object, detached) kept with the workflow, if any; not removed."""
+        entry = self._entries.get(instance_id)
+        return entry[2] if entry is not None else None
+
+    def put(self, instance_id: int, version: int, workflow, row=None) -> None:
         if self.size <= 0:
             return
         with self._lock:
-            self._entries[instance_id] = (version, workflow)
+            self._entries[instance_id] = (version, workflow, row)
             self._entries.move_to_end(instance_id)
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
