@@ -586,6 +586,7 @@ class Engine:
             if key != "lock_version" and new != old:
                 values[key] = new
         if not values:
+            _settle(session, state)
             return
         old_version = row.lock_version
         new_version = old_version + 1
@@ -600,6 +601,7 @@ class Engine:
         for key, value in values.items():
             set_committed_value(row, key, value)
         set_committed_value(row, "lock_version", new_version)
+        _settle(session, state)
 
     def _incident_open(self, loaded: _Loaded) -> bool:
         return bool(loaded.workflow.get_tasks(state=TaskState.ERROR))
@@ -1023,6 +1025,14 @@ def _inbox_page_statement(lanes: int, keys: int, with_process: bool, overdue: bo
 
 
 # ---------------------------------------------------------------------- helpers
+def _settle(session: Session, state) -> None:
+    """Leave nothing of a written instance row to the unit of work: attributes set to the values
+    they had still mark it modified, and the commit's flush would go through it for nothing."""
+    commit_all = getattr(state, "_commit_all", None)  # (SQLAlchemy's own step after a flush)
+    if commit_all is not None:
+        commit_all(state.dict, session.identity_map)
+
+
 def engine_helpers(script_engine) -> dict:
     env = script_engine.environment
     return dict(getattr(env, "helpers", {}) or {})
