@@ -56,10 +56,14 @@ def make_engine(url: str) -> SAEngine:
             # Writers serialise at BEGIN: a deferred transaction that later writes fails with
             # SQLITE_BUSY_SNAPSHOT instead of waiting, which would fail unrelated instances.
             mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-            conn.exec_driver_sql(f"BEGIN {mode}")
+            # straight to pysqlite (this runs for every transaction; SQLAlchemy adds nothing here)
+            conn.connection.driver_connection.execute(_BEGIN[mode])
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+_BEGIN = {"IMMEDIATE": "BEGIN IMMEDIATE", "DEFERRED": "BEGIN DEFERRED", "EXCLUSIVE": "BEGIN EXCLUSIVE"}
 
 
 def is_sqlite(engine: SAEngine) -> bool:

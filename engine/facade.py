@@ -11,7 +11,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Iterable, NamedTuple, Optional, Union
 from uuid import UUID
 
 from sqlalchemy import Integer, and_, bindparam, delete, func, insert, or_, select, union_all, update
@@ -436,7 +436,8 @@ class Engine:
         if orm:
             row = session.get(HumanTask, str(task_id))
         else:
-            row = session.execute(_TASK_ROW, {"task_id": str(task_id)}).first()
+            found = fastsql.execute(session, _TASK_ROW, {"task_id": str(task_id)}).fetchone()
+            row = _TaskRow(*found) if found is not None else None
         if row is None:
             raise TaskNotFound(task_id)
         if not self.may_act(user, row):
@@ -940,7 +941,24 @@ class Engine:
 # ---------------------------------------------------------------------- hot-path statements
 # Built once: a statement built per call costs more than running it (cache keys of its values).
 _HUMAN = HumanTask.__table__
-_TASK_ROW = select(_HUMAN).where(_HUMAN.c.id == bindparam("task_id"))
+# what complete() needs of an inbox row (no dates: they would need the column types' processing)
+_TASK_ROW = select(_HUMAN.c.id, _HUMAN.c.instance_id, _HUMAN.c.process_id, _HUMAN.c.bpmn_id, _HUMAN.c.title,
+                   _HUMAN.c.lane, _HUMAN.c.scope, _HUMAN.c.form, _HUMAN.c.form_process_id, _HUMAN.c.status,
+                   _HUMAN.c.completed_by).where(_HUMAN.c.id == bindparam("task_id"))
+
+
+class _TaskRow(NamedTuple):
+    id: str
+    instance_id: int
+    process_id: str
+    bpmn_id: str
+    title: str
+    lane: str
+    scope: str
+    form: Optional[str]
+    form_process_id: str
+    status: str
+    completed_by: Optional[str]
 _OPEN_TASK_IDS = select(_HUMAN.c.id).where(_HUMAN.c.instance_id == bindparam("instance_id"),
                                             _HUMAN.c.status == "open")
 _INSERT_TASK = insert(_HUMAN)
