@@ -16,7 +16,7 @@ from uuid import UUID
 
 from sqlalchemy import Integer, and_, bindparam, delete, func, insert, or_, select, union_all, update
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session, defer, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
 from SpiffWorkflow import TaskState
@@ -322,8 +322,7 @@ class Engine:
         kept = self._load_kept(session, instance_id, lock)
         if kept is not None:
             return kept
-        query = _LOCK_INSTANCE if lock and not self.db.is_sqlite else _READ_INSTANCE
-        row = session.execute(query, {"instance_id": instance_id}).scalar_one_or_none()
+        row = self._read_instance(session, instance_id, lock)
         if row is None:
             raise InstanceNotFound(instance_id)
         _, spec, _, _ = self._specs(session, row.version_id)
@@ -341,6 +340,28 @@ class Engine:
             workflow.__dict__["_cleanaudit_open"] = {str(t.id) for t in runtime.ready_user_tasks(workflow)}
             workflow.__dict__["_cleanaudit_waits"] = self._wanted_waits(row, workflow)
         return _Loaded(row, workflow)
+
+    def _read_instance(self, session: Session, instance_id: int, lock: bool) -> Optional[Instance]:
+        """The instance row as an ORM object of this session, read with one Core statement.
+
+        What the ORM's loader does (columns set as committed values, identity from the key), without
+        its per-query machinery; an object already in the session is returned as the ORM would.
+        """
+        existing = session.identity_map.get(session.identity_key(Instance, instance_id))
+        if existing is not None:
+            if lock and not self.db.is_sqlite:
+                session.execute(_LOCK_VERSION, {"instance_id": instance_id})
+            return existing
+        query = _LOCK_ROW if lock and not self.db.is_sqlite else _READ_ROW
+        found = session.execute(query, {"instance_id": instance_id}).first()
+        if found is None:
+            return None
+        row = _INSTANCE_MANAGER.new_instance()
+        for key, value in zip(_INSTANCE_KEYS, found):
+            set_committed_value(row, key, value)
+        make_transient_to_detached(row)
+        session.add(row)
+        return row
 
     def _load_kept(self, session: Session, instance_id: int, lock: bool) -> Optional[_Loaded]:
         """The workflow and row kept in memory since this process last saved the instance, if the
@@ -970,15 +991,17 @@ _COMPLETE_TASK = (update(_HUMAN).where(_HUMAN.c.id == bindparam("task_id"))
 
 
 _INSTANCE = Instance.__table__
+_INSTANCE_KEYS = [column.key for column in _INSTANCE.columns]
+_INSTANCE_MANAGER = sa_inspect(Instance).class_manager
 # no autoflush: the engine writes instance rows itself (_write_instance), and a flush looks at every
 # object of the session first (in a batch of timer fires, every instance fired so far)
-_READ_INSTANCE = (select(Instance).where(Instance.id == bindparam("instance_id"))
-                  .execution_options(autoflush=False))
+_READ_ROW = (select(*_INSTANCE.columns).where(_INSTANCE.c.id == bindparam("instance_id"))
+             .execution_options(autoflush=False))
+_LOCK_ROW = _READ_ROW.with_for_update()
 _LOCK_IF_DUE = (select(_INSTANCE.c.id)
                 .where(_INSTANCE.c.id == bindparam("instance_id"), _INSTANCE.c.next_timer_at <= bindparam("now"),
                        _INSTANCE.c.status == "running")
                 .with_for_update(skip_locked=True))
-_LOCK_INSTANCE = _READ_INSTANCE.with_for_update()
 _READ_VERSION = select(_INSTANCE.c.lock_version).where(_INSTANCE.c.id == bindparam("instance_id"))
 _LOCK_VERSION = _READ_VERSION.with_for_update()
 _UPDATE_INSTANCE = update(_INSTANCE).where(_INSTANCE.c.id == bindparam("_id"),

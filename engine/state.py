@@ -306,11 +306,12 @@ class Codec:
         install()
         lines = text.decode("utf-8", "surrogatepass").split("\n")
         header = json.loads(lines[0])
+        typed = '"typename"' in lines[0]  # (otherwise workflow data needs no restoring walk)
         if header.get("format") != FORMAT:
             raise StateError(f"unknown state format {header.get('format')!r}")
         workflow = BpmnWorkflow(spec, subprocess_specs, deserializing=True)
         position = self._load_tasks(workflow, workflow, lines, 1, header["wf"])
-        self._set_attributes(workflow, header["wf"])
+        self._set_attributes(workflow, header["wf"], typed)
         created = {}
         for entry in header["subs"]:
             parent_task = workflow.get_task_from_id(_uuid(entry["id"]))
@@ -318,7 +319,7 @@ class Codec:
             sub = BpmnSubWorkflow(sub_spec, parent_task.id, workflow, deserializing=True)
             start = position
             position = self._load_tasks(sub, workflow, lines, position, entry)
-            self._set_attributes(sub, entry)
+            self._set_attributes(sub, entry, typed)
             if sub.completed and entry["n"]:  # as dump keeps it: a finished sub-process does not change
                 sub.__dict__[_FINISHED_BLOCK] = ((entry["n"], True, sub.last_task),
                                                  "\n".join(lines[start:position]), self.encode(entry))
@@ -334,14 +335,16 @@ class Codec:
             workflow.script_engine = script_engine
         return workflow
 
-    def _set_attributes(self, one, entry: dict) -> None:
+    def _set_attributes(self, one, entry: dict, typed: bool = True) -> None:
         one.task_tree = one.tasks.get(_uuid(entry["root"])) if entry.get("root") else None
         one.success = entry["success"]
         one.completed = entry.get("completed", False)
         one.correlations = entry.get("correlations") or {}
         last = entry.get("last_task")
         one.last_task = one.tasks.get(_uuid(last)) if isinstance(last, str) else None
-        one.data = self.restore_registry.restore(entry.get("data") or {})
+        data = entry.get("data") or {}
+        # (a copy, so that the header entry stays as it was read: a finished sub-process keeps it)
+        one.data = self.restore_registry.restore(data) if typed else dict(data)
 
     def _load_tasks(self, one, top, lines: list, start: int, entry: dict) -> int:
         runtime = _runtime()
