@@ -500,7 +500,8 @@ class Engine:
                 task = loaded.workflow.get_task_from_id(UUID(row.id))
                 if task is None or task.state != TaskState.READY:
                     raise StaleInstance(row.instance_id, "task is no longer ready")
-                task.data.update(history.plain(data))
+                plain_data = history.plain(data)
+                task.data.update(plain_data)
                 now = clock.now()
                 self._close_human_task(session, row.id, "completed", now, user.username)
                 known_open = loaded.workflow.__dict__.get("_cleanaudit_open")
@@ -509,7 +510,7 @@ class Engine:
                 history.append(session, chain=history.instance_chain(row.instance_id),
                                kind="task_completed", actor=user.username, at=now,
                                instance_id=row.instance_id, task_id=row.id, bpmn_id=row.bpmn_id,
-                               data={"title": row.title, "data": data})
+                               data={"title": str(row.title), "data": plain_data}, is_plain=True)
                 result = self._run_and_save(session, loaded, user.username, run_task=task)
                 return result
         except StaleDataError as exc:

@@ -79,7 +79,7 @@ _KNOWN_HEADS_MAX = 50_000
 
 def append(session: Session, *, chain: str, kind: str, actor: str, at: datetime,
            instance_id: Optional[int] = None, task_id: Optional[str] = None,
-           bpmn_id: Optional[str] = None, data: Optional[dict] = None) -> Event:
+           bpmn_id: Optional[str] = None, data: Optional[dict] = None, is_plain: bool = False) -> Event:
     """Append one event to a chain and move the chain head, inside the caller's transaction.
 
     Core statements (move the head, insert the event; read and lock the head first unless this
@@ -88,7 +88,7 @@ def append(session: Session, *, chain: str, kind: str, actor: str, at: datetime,
     """
     # Microseconds survive every backend; anything finer would break the hash on reload.
     at = at.astimezone(timezone.utc)
-    data = plain(data or {})
+    data = (data or {}) if is_plain else plain(data or {})  # is_plain: the caller made it plain()
 
     def make(last_hash: str, count: int) -> Event:
         event = Event(chain=chain, seq=count + 1, instance_id=instance_id, task_id=task_id,

@@ -266,8 +266,10 @@ class Codec:
                                        or (internal and loads(encode(internal)) != internal)):
                 self.round_trip_ok = False
             line = head + "\t" + payload
+            # a finished task's data is what was just encoded, and it is not changed in place again
+            # (merges and scripts work on copies; the tests' check mode compares every save)
             attrs[_ENTRY] = _Line(line, (state, task.last_state_change, task.triggered), list(children),
-                                  len(head) + 1, parent_key)
+                                  len(head) + 1, parent_key, data if state & _FINISHED else None)
             encoded.add(key)
             if fresh or old is None or old.parent_key in changed or old.payload != payload:
                 changed.add(key)
