@@ -93,6 +93,9 @@ def install() -> None:
         for name in ("spiff.workflow", "spiff.task"):
             if logging.getLogger(name).level == logging.NOTSET:
                 logging.getLogger(name).setLevel(logging.WARNING)
+        # ...and a state change builds its log record's extras even when nothing is logged: it
+        # does so only when the record would be written.
+        Task._set_state = _make_quiet_set_state(Task._set_state, logging.getLogger("spiff.task"))
         from . import clock
         clock.install()
         _installed = True
@@ -154,6 +157,20 @@ def _merge_array_into_copies(a, b, path=None):
                 seen_unhashable.append(value)
             a.append(value)
     del a[len(b):]
+
+
+def _make_quiet_set_state(original, logger):
+    import logging
+    import time
+
+    def _set_state(self, value: int) -> None:
+        if logger.isEnabledFor(logging.INFO):
+            original(self, value)  # SpiffWorkflow's own, with its log records
+        elif value != self._state:
+            self.last_state_change = time.time()
+            self._state = value
+
+    return _set_state
 
 
 def tune_gc() -> None:
