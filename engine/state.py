@@ -262,7 +262,7 @@ class Codec:
                           task.task_spec.name, task.triggered, task.internal_data]
             head = encode(head_value)
             internal = task.internal_data
-            if self.round_trip_ok and (loads(payload) != value
+            if self.round_trip_ok and ((value[0] and loads(payload) != value)
                                        or (internal and loads(encode(internal)) != internal)):
                 self.round_trip_ok = False
             line = head + "\t" + payload
