@@ -79,20 +79,20 @@ _KNOWN_HEADS_MAX = 50_000
 
 def append(session: Session, *, chain: str, kind: str, actor: str, at: datetime,
            instance_id: Optional[int] = None, task_id: Optional[str] = None,
-           bpmn_id: Optional[str] = None, data: Optional[dict] = None, is_plain: bool = False) -> Event:
+           bpmn_id: Optional[str] = None, data: Optional[dict] = None, is_plain: bool = False) -> "Appended":
     """Append one event to a chain and move the chain head, inside the caller's transaction.
 
     Core statements (move the head, insert the event; read and lock the head first unless this
     process knows where it is): this runs on every user action, and the ORM's unit of work would
-    add an autoflush and object bookkeeping. The returned Event is not attached to the session.
+    add an autoflush and object bookkeeping. Returns the values appended (not an ORM object).
     """
     # Microseconds survive every backend; anything finer would break the hash on reload.
     at = at.astimezone(timezone.utc)
     data = (data or {}) if is_plain else plain(data or {})  # is_plain: the caller made it plain()
 
-    def make(last_hash: str, count: int) -> Event:
-        event = Event(chain=chain, seq=count + 1, instance_id=instance_id, task_id=task_id,
-                      bpmn_id=bpmn_id, actor=actor, kind=kind, data=data, at=at, prev_hash=last_hash)
+    def make(last_hash: str, count: int) -> "Appended":
+        event = Appended(chain=chain, seq=count + 1, instance_id=instance_id, task_id=task_id,
+                         bpmn_id=bpmn_id, actor=actor, kind=kind, data=data, at=at, prev_hash=last_hash)
         event.hash = compute_hash(last_hash, event)
         return event
 
@@ -121,6 +121,22 @@ def append(session: Session, *, chain: str, kind: str, actor: str, at: datetime,
         _known_heads.clear()
     _known_heads[chain] = (event.hash, event.seq)
     return event
+
+
+@dataclass
+class Appended:
+    """An event as appended (the row's values; not an ORM object: building one costs more)."""
+    chain: str
+    seq: int
+    instance_id: Optional[int]
+    task_id: Optional[str]
+    bpmn_id: Optional[str]
+    actor: str
+    kind: str
+    data: Any
+    at: datetime
+    prev_hash: str
+    hash: str = ""
 
 
 @dataclass
