@@ -353,7 +353,7 @@ class Engine:
                 session.execute(_LOCK_VERSION, {"instance_id": instance_id})
             return existing
         query = _LOCK_ROW if lock and not self.db.is_sqlite else _READ_ROW
-        found = session.execute(query, {"instance_id": instance_id}).first()
+        found = fastsql.fetch_one(session, query, {"instance_id": instance_id})
         if found is None:
             return None
         row = _INSTANCE_MANAGER.new_instance()

@@ -20,7 +20,7 @@ _lock = threading.Lock()
 
 
 class _Prepared:
-    __slots__ = ("sql", "names", "processors")
+    __slots__ = ("sql", "names", "processors", "results")
 
     def __init__(self, statement, dialect, keys: tuple):
         compiled = statement.compile(dialect=dialect, column_keys=list(keys))
@@ -30,6 +30,9 @@ class _Prepared:
         self.names = list(compiled.positiontup)
         # a bind's processor (TypeDecorator chains included), or None for values passed as they are
         self.processors = [compiled.binds[name].type._cached_bind_processor(dialect) for name in self.names]
+        # for a SELECT: each result column's processor (SQLite's text dates, JSON), or None
+        self.results = [entry.type._cached_result_processor(dialect, None)
+                        for entry in getattr(compiled, "_result_columns", None) or []]
 
 
 def _prepared(statement, dialect, keys: tuple) -> _Prepared:
@@ -57,6 +60,20 @@ def execute(session: Session, statement, params: dict):
         return session.execute(statement, params)
     prepared = _prepared(statement, connection.dialect, tuple(params))
     return connection.connection.driver_connection.execute(prepared.sql, _args(prepared, params))
+
+
+def fetch_one(session: Session, statement, params: dict) -> Optional[tuple]:
+    """The first row of a prepared SELECT, its values converted as SQLAlchemy converts them."""
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
+        found = session.execute(statement, params).first()
+        return tuple(found) if found is not None else None
+    prepared = _prepared(statement, connection.dialect, tuple(params))
+    found = connection.connection.driver_connection.execute(prepared.sql, _args(prepared, params)).fetchone()
+    if found is None:
+        return None
+    return tuple(value if process is None or value is None else process(value)
+                 for value, process in zip(found, prepared.results))
 
 
 def execute_many(session: Session, statement, rows: list[dict]) -> None:

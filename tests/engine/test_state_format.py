@@ -290,3 +290,26 @@ def test_a_state_saved_in_the_earlier_format_still_loads_and_is_saved_in_the_new
     engine.complete(epb, task.id, {"confirmed": True})
     assert engine.instance(instance_id).status == "completed"
     engine.db.dispose()
+
+
+def test_an_instance_row_read_by_the_engine_equals_the_orms(tmp_path, clock):
+    """The engine reads instance rows with one statement of its own (fastsql): every column comes
+    back as SQLAlchemy gives it (aware UTC datetimes, JSON, bytes)."""
+    from engine.models import Instance
+    engine = make_engine(f"sqlite:///{tmp_path / 'row.sqlite'}", FIXTURES,
+                         ROOT / "tests" / "data" / "engine" / "forms")
+    engine.deploy_paths([FIXTURES / "deadline.bpmn"], deployed_by="test")
+    org = add_organisation(engine, kind="enterprise", name="甲", credit_code="91350100M000100Y43",
+                           division_code="650102")
+    clock.set(datetime(2025, 2, 1, 9, 0, tzinfo=SHANGHAI))  # the Art. 10 deadline is still ahead
+    instance_id = engine.start("deadline", actor="x", data={
+        "enterprise_id": org, "jurisdiction_code": "650102", "published_on": "2025-01-31"})
+    with engine.db.read() as session:
+        orm = session.get(Instance, instance_id)
+        expected = {c.key: getattr(orm, c.key) for c in Instance.__table__.columns}
+    assert expected["next_timer_at"] is not None and expected["next_timer_at"].tzinfo is not None
+    with engine.db.read() as session:
+        mine = engine._read_instance(session, instance_id, lock=False)
+        assert {c.key: getattr(mine, c.key) for c in Instance.__table__.columns} == expected
+        assert mine in session and not session.dirty
+    engine.db.dispose()
