@@ -646,7 +646,6 @@ class Engine:
     def _sync_human_tasks(self, session: Session, loaded: _Loaded, now: datetime) -> None:
         """Keep the inbox rows in step with the READY user tasks (Core statements: this runs on every save)."""
         row, workflow = loaded.row, loaded.workflow
-        table = HumanTask.__table__
         # What the database holds: known from the last save (or load) of this workflow
         open_ids = workflow.__dict__.get("_cleanaudit_open")
         if open_ids is None:

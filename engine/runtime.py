@@ -17,7 +17,7 @@ from SpiffWorkflow import TaskState
 from SpiffWorkflow.bpmn import BpmnWorkflow
 from SpiffWorkflow.bpmn.serializer import BpmnWorkflowSerializer
 from SpiffWorkflow.bpmn.serializer.default.workflow import (BpmnSubWorkflowConverter, BpmnWorkflowConverter,
-                                                             TaskConverter, WorkflowConverter)
+                                                             TaskConverter)
 from SpiffWorkflow.bpmn.specs.mixins.events.event_types import CatchingEvent
 from SpiffWorkflow.bpmn.util.subworkflow import BpmnSubWorkflow
 from SpiffWorkflow.task import Task
@@ -326,11 +326,11 @@ def _update_waiting_tasks(self) -> None:
 
 
 # ---------------------------------------------------------------------- (de)serialisation
-# The stored state is SpiffWorkflow's own dictionary format (serializer 1.5, without the spec), so
-# that states stay readable by SpiffWorkflow's converters. The converters below produce and read
-# exactly that format, with the per-task work (the largest part of a save or a load) done without
-# SpiffWorkflow's generic per-value dispatch: ids are parsed and printed once, plain data is not
-# walked value by value, and inherited data is copied the way DeepMerge.merge({}, parent) does.
+# States are written in engine/state.py's format (a line per task, saved incrementally). The lean
+# converters below read states of the earlier format (SpiffWorkflow's own dictionary format,
+# serializer 1.5, without the spec) without SpiffWorkflow's generic per-value dispatch: ids are
+# parsed once, plain data is not walked value by value, inherited data is copied the way
+# DeepMerge.merge({}, parent) does. The serializers also serialise specs (once per version).
 _UUIDS: dict = {}
 _UUID_TEXT: dict = {}
 # What instance.serializer_version records for states written now (engine/state.py's format 2,
@@ -382,31 +382,7 @@ def _inherited(parent_data: dict) -> dict:
 
 
 class LeanTaskConverter(TaskConverter):
-    """SpiffWorkflow's TaskConverter (data stored as a delta to the parent), same output, less overhead."""
-
-    def to_dict(self, task):
-        parent_id = task._parent
-        parent = task.workflow.tasks.get(parent_id) if parent_id is not None else None
-        data = task.data
-        if parent is None:
-            delta = {}
-        else:
-            parent_data = parent.data
-            delta = {"updates": {k: v for k, v in data.items() if k not in parent_data or v != parent_data[k]},
-                     "deletions": [k for k in parent_data if k not in data]}
-            data = {}
-        return {
-            "id": _text(task.id),
-            "parent": _text(task._parent) if parent is not None else None,
-            "children": [_text(child) for child in task._children],
-            "last_state_change": task.last_state_change,
-            "state": task._state,
-            "task_spec": task.task_spec.name,
-            "triggered": task.triggered,
-            "internal_data": self.registry.convert(task.internal_data) if task.internal_data else {},
-            "data": data,
-            "delta": delta,
-        }
+    """SpiffWorkflow's TaskConverter (data stored as a delta to the parent), for reading, with less overhead."""
 
     def from_dict(self, dct, workflow):
         typed = getattr(_load_flags, "typed", True)
@@ -438,20 +414,6 @@ class LeanTaskConverter(TaskConverter):
 
 
 class _LeanMappings:
-    def mapping_to_dict(self, mapping, **kwargs):
-        convert = self.registry.convert
-        task_to_dict = _TASK_CONVERTERS.get(id(self.registry))
-        out = {}
-        for key, value in mapping.items():
-            if type(value) is Task and task_to_dict is not None and not kwargs:
-                # what registry.convert does for a Task (DictionaryConverter._obj_to_dict), inlined
-                dct = task_to_dict(value)
-                dct["typename"] = "Task"
-            else:
-                dct = convert(value, **kwargs)
-            out[_text(key) if type(key) is UUID else str(key)] = dct
-        return out
-
     def mapping_from_dict(self, mapping, key_class=None, **kwargs):
         restore = self.registry.restore
         if key_class is UUID:
@@ -477,13 +439,7 @@ class DocumentOrderParser(SpiffBpmnParser):
 
 
 class LeanWorkflowConverter(_LeanMappings, BpmnWorkflowConverter):
-    """Serialises a workflow without its spec (stored once per version); restores with given specs."""
-
-    def to_dict(self, workflow):
-        dct = WorkflowConverter.to_dict(self, workflow)
-        dct["subprocesses"] = self.mapping_to_dict(workflow.subprocesses)
-        dct["bpmn_events"] = self.registry.convert(workflow.bpmn_events)
-        return dct
+    """Restores a workflow stored without its spec (earlier format) with the given specs."""
 
     def from_dict(self, dct):
         spec = dct.pop("spec")
@@ -497,18 +453,12 @@ class LeanWorkflowConverter(_LeanMappings, BpmnWorkflowConverter):
         return workflow
 
 
-_TASK_CONVERTERS: dict = {}  # id(registry) -> its LeanTaskConverter.to_dict
-
-
 def _make_serializer() -> BpmnWorkflowSerializer:
     config = dict(SPIFF_CONFIG)
     config[BpmnWorkflow] = LeanWorkflowConverter
     config[BpmnSubWorkflow] = LeanSubWorkflowConverter
     config[Task] = LeanTaskConverter
-    registry = BpmnWorkflowSerializer.configure(config)
-    if registry.typenames.get(Task) == "Task":
-        _TASK_CONVERTERS[id(registry)] = registry.convert_to_dict["Task"].args[1]
-    return BpmnWorkflowSerializer(registry)
+    return BpmnWorkflowSerializer(BpmnWorkflowSerializer.configure(config))
 
 
 serializer = _make_serializer()
