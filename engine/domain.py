@@ -108,7 +108,6 @@ def make_helpers(session: Session, holder: dict) -> dict:
                 "filing_number": org.filing_number}
 
     def _record(kind, title, data, public, confidential) -> int:
-        from .models import Record
         instance = holder.get("instance")
         values = dict(kind=str(kind)[:60], title=str(title)[:300], data=history.plain(data or {}),
                       public=public, confidential=confidential,

@@ -980,6 +980,8 @@ class _TaskRow(NamedTuple):
     form_process_id: str
     status: str
     completed_by: Optional[str]
+
+
 _OPEN_TASK_IDS = select(_HUMAN.c.id).where(_HUMAN.c.instance_id == bindparam("instance_id"),
                                             _HUMAN.c.status == "open")
 _INSERT_TASK = insert(_HUMAN)
@@ -1072,11 +1074,6 @@ def _settle(session: Session, state) -> None:
     commit_all = getattr(state, "_commit_all", None)  # (SQLAlchemy's own step after a flush)
     if commit_all is not None:
         commit_all(state.dict, session.identity_map)
-
-
-def engine_helpers(script_engine) -> dict:
-    env = script_engine.environment
-    return dict(getattr(env, "helpers", {}) or {})
 
 
 def _actor_name(actor) -> str:

@@ -11,7 +11,7 @@ On other databases (PostgreSQL) statements go through SQLAlchemy unchanged.
 from __future__ import annotations
 
 import threading
-from typing import Any, Optional
+from typing import Optional
 
 from sqlalchemy.orm import Session
 
@@ -87,7 +87,3 @@ def execute_many(session: Session, statement, rows: list[dict]) -> None:
     prepared = _prepared(statement, connection.dialect, tuple(rows[0]))
     connection.connection.driver_connection.executemany(prepared.sql, [_args(prepared, row) for row in rows])
 
-
-def first(result) -> Optional[Any]:
-    """The first row of execute()'s result (a tuple on SQLite, a Row elsewhere), or None."""
-    return result.fetchone()

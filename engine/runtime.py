@@ -620,9 +620,7 @@ class WorkflowCache:
 
 
 def mark_loaded(workflow) -> None:
-    """Remember when this action got the workflow: tasks changed since then are checked on save."""
-    import time
-    workflow.__dict__["_cleanaudit_since"] = time.time()
+    """A workflow handed to an action: whether it may be kept is decided again by its next save."""
     workflow.__dict__.pop("_cleanaudit_reusable", None)
 
 
@@ -630,29 +628,11 @@ def reusable(workflow) -> bool:
     """True when the workflow equals what loading its saved state would give, so it may be kept.
 
     Loading turns tuples into lists, non-text keys into text, sets into lists, and restores
-    datetimes with a fixed offset: a workflow whose data holds such values is not kept. Only tasks
-    that changed state since the workflow was loaded can hold new values (a script, a form or a
-    message only changes the data of the task it runs in), so only they are checked.
+    datetimes with a fixed offset: a workflow whose data holds such values is not kept. The save
+    (engine/state.py) decides it, decoding again every line it encoded; a workflow not saved since
+    it was handed out is not kept.
     """
-    known = workflow.__dict__.get("_cleanaudit_reusable")
-    if known is not None:  # decided by the save that just encoded the changed tasks (engine/state.py)
-        return known
-    since = workflow.__dict__.get("_cleanaudit_since")
-    values = []
-    for one in _all_workflows(workflow):
-        values.append(one.data)
-        live = _live(one)
-        for task in one.tasks.values():
-            if since is not None and task.last_state_change < since and task.id not in live:
-                continue
-            values.append(task.data)
-            values.append(task.internal_data)
-    # A JSON round trip (in C) gives equal values exactly when they are JSON's own: a tuple comes
-    # back a list (unequal), an int key a text key, a set or a datetime does not encode at all.
-    try:
-        return json.loads(json.dumps(values, allow_nan=False)) == values
-    except (TypeError, ValueError, RecursionError):
-        return False
+    return bool(workflow.__dict__.get("_cleanaudit_reusable", False))
 
 
 def ready_user_tasks(workflow: BpmnWorkflow) -> list:

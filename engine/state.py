@@ -89,19 +89,6 @@ class _Line:
         return self.line[self.offset:]
 
 
-def touch(task) -> None:
-    """Mark a task whose data was changed outside SpiffWorkflow (not by running it) for re-encoding."""
-    task.__dict__.pop(_ENTRY, None)
-
-
-def forget(workflow) -> None:
-    """Drop every kept encoding of a workflow (the next save encodes all of it)."""
-    for one in _workflows(workflow):
-        one.__dict__.pop(_FINISHED_BLOCK, None)
-        for task in one.tasks.values():
-            task.__dict__.pop(_ENTRY, None)
-
-
 # ---------------------------------------------------------------------- compression
 def _compressor():
     c = getattr(_threads, "c", None)

@@ -50,6 +50,14 @@ def _reference_serializer():
 REFERENCE = _reference_serializer()
 
 
+def deployed_engine(tmp_path, *bpmn_files: str):
+    """An engine on its own SQLite file with these fixture processes deployed."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'state.sqlite'}", FIXTURES,
+                         ROOT / "tests" / "data" / "engine" / "forms")
+    engine.deploy_paths([FIXTURES / name for name in bpmn_files], deployed_by="test")
+    return engine
+
+
 def reference_dump(workflow) -> dict:
     REFERENCE.registry._encoder_mode = True
     try:
@@ -156,9 +164,7 @@ def test_the_mandatory_audit_saves_and_loads_exactly_as_spiffworkflow_does(check
 def test_a_state_with_typed_values_restores_them(tmp_path, clock):
     """Datetimes in task data (which SpiffWorkflow stores with a typename) survive save and load."""
     from engine import runtime
-    engine = make_engine(f"sqlite:///{tmp_path / 'typed.sqlite'}", FIXTURES,
-                         ROOT / "tests" / "data" / "engine" / "forms")
-    engine.deploy_paths([FIXTURES / "approval.bpmn"], deployed_by="test")
+    engine = deployed_engine(tmp_path, "approval.bpmn")
     org = add_organisation(engine, kind="enterprise", name="甲", credit_code="91350100M000100Y43",
                            division_code="650102")
     instance_id = engine.start("approval", actor="x", data={
@@ -182,9 +188,7 @@ def test_a_workflow_is_kept_in_memory_only_when_loading_its_state_would_give_it_
     """Tuples, non-text keys, sets and datetimes change in a save and load: such a workflow is
     loaded again from its state next time instead of being reused."""
     from engine import runtime
-    engine = make_engine(f"sqlite:///{tmp_path / 'kept.sqlite'}", FIXTURES,
-                         ROOT / "tests" / "data" / "engine" / "forms")
-    engine.deploy_paths([FIXTURES / "approval.bpmn"], deployed_by="test")
+    engine = deployed_engine(tmp_path, "approval.bpmn")
     org = add_organisation(engine, kind="enterprise", name="甲", credit_code="91350100M000100Y43",
                            division_code="650102")
     instance_id = engine.start("approval", actor="x", data={
@@ -192,11 +196,14 @@ def test_a_workflow_is_kept_in_memory_only_when_loading_its_state_would_give_it_
     with engine.db.read() as session:
         workflow = engine._load(session, instance_id, lock=False).workflow
     task = runtime.ready_user_tasks(workflow)[0]
+    runtime.dump_state(workflow)  # (a save decides it)
     assert runtime.reusable(workflow)
     for value in [(1, 2), {1: "a"}, {"a"}, datetime(2025, 1, 1, tzinfo=SHANGHAI), float("nan")]:
         task.data["value"] = {"nested": [value]}
+        runtime.dump_state(workflow)
         assert not runtime.reusable(workflow), value
     task.data["value"] = {"nested": [[1, 2], {"1": "a"}, "2025-01-01", 1.5, None, True]}
+    runtime.dump_state(workflow)
     assert runtime.reusable(workflow)
     engine.db.dispose()
 
@@ -206,9 +213,7 @@ def test_values_nested_in_task_data_changed_by_scripts_and_a_join_are_kept_exact
     task sees all of it, before and after a reload, and the tasks that ran earlier keep the values
     they had (a later change must not reach back into their data)."""
     from engine import runtime
-    engine = make_engine(f"sqlite:///{tmp_path / 'nested.sqlite'}", FIXTURES,
-                         ROOT / "tests" / "data" / "engine" / "forms")
-    engine.deploy_paths([FIXTURES / "nested.bpmn"], deployed_by="test")
+    engine = deployed_engine(tmp_path, "nested.bpmn")
     epb = add_user(engine, "epb", ["local_epb"], jurisdiction_code="650102")
     instance_id = engine.start("nested", actor="x", data={"jurisdiction_code": "650102"})
     engine.complete(epb, engine.inbox(epb).rows[0].id, {"confirmed": True})
@@ -241,9 +246,7 @@ def test_values_nested_in_task_data_changed_by_scripts_and_a_join_are_kept_exact
 def test_a_save_encodes_again_only_the_tasks_that_changed(tmp_path, clock):
     """Completing one task of a long-running instance re-encodes a few task lines, not all."""
     from engine import runtime, state
-    engine = make_engine(f"sqlite:///{tmp_path / 'incremental.sqlite'}", FIXTURES,
-                         ROOT / "tests" / "data" / "engine" / "forms")
-    engine.deploy_paths([FIXTURES / "loop.bpmn", FIXTURES / "nested.bpmn"], deployed_by="test")
+    engine = deployed_engine(tmp_path, "loop.bpmn", "nested.bpmn")
     epb = add_user(engine, "epb", ["local_epb"], jurisdiction_code="650102")
     instance_id = engine.start("nested", actor="x", data={"jurisdiction_code": "650102"})
     with engine.db.read() as session:
@@ -266,9 +269,7 @@ def test_a_state_saved_in_the_earlier_format_still_loads_and_is_saved_in_the_new
     import zlib
     from engine import runtime, state
     from engine.models import Instance
-    engine = make_engine(f"sqlite:///{tmp_path / 'legacy.sqlite'}", FIXTURES,
-                         ROOT / "tests" / "data" / "engine" / "forms")
-    engine.deploy_paths([FIXTURES / "nested.bpmn"], deployed_by="test")
+    engine = deployed_engine(tmp_path, "nested.bpmn")
     epb = add_user(engine, "epb", ["local_epb"], jurisdiction_code="650102")
     instance_id = engine.start("nested", actor="x", data={"jurisdiction_code": "650102"})
     with engine.db.read() as session:
@@ -296,9 +297,7 @@ def test_an_instance_row_read_by_the_engine_equals_the_orms(tmp_path, clock):
     """The engine reads instance rows with one statement of its own (fastsql): every column comes
     back as SQLAlchemy gives it (aware UTC datetimes, JSON, bytes)."""
     from engine.models import Instance
-    engine = make_engine(f"sqlite:///{tmp_path / 'row.sqlite'}", FIXTURES,
-                         ROOT / "tests" / "data" / "engine" / "forms")
-    engine.deploy_paths([FIXTURES / "deadline.bpmn"], deployed_by="test")
+    engine = deployed_engine(tmp_path, "deadline.bpmn")
     org = add_organisation(engine, kind="enterprise", name="甲", credit_code="91350100M000100Y43",
                            division_code="650102")
     clock.set(datetime(2025, 2, 1, 9, 0, tzinfo=SHANGHAI))  # the Art. 10 deadline is still ahead
