@@ -587,3 +587,72 @@ def test_coerce_rebuilds_rows_inside_rows():
     problems = form.check(data)
     assert "entries/0/evidence/1/measured_value" in problems
     assert "entries/0/evidence/1/medium" in problems and "entries/1/credit_code" in problems
+
+
+# --------------------------------------------------------------------------- the compiled validator
+PROJECT_FORMS = Path(__file__).resolve().parents[2] / "forms"
+_ODD_VALUES = [None, 0, -1, 1.5, True, "", "x" * 5000, "2024-02-30", "650102\n", "１２３", [], {}, [None], {"x": 1}]
+
+
+def _samples(form: Form):
+    """Data for a form: generated data, then each field (and each field of the first row of a
+    list) replaced by odd values, removed, or joined by an unknown field."""
+    from engine.bench import FormDataGenerator
+    base = FormDataGenerator()._value(form.schema, form.schema, "")
+    yield base
+    yield {}
+    if not isinstance(base, dict):
+        return
+    for key, value in base.items():
+        for odd in _ODD_VALUES:
+            yield {**base, key: odd}
+        yield {k: v for k, v in base.items() if k != key}
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            for inner in value[0]:
+                for odd in _ODD_VALUES:
+                    yield {**base, key: [{**value[0], inner: odd}] + value[1:]}
+    yield {**base, "unknown_field": 1}
+
+
+def test_compiled_validator_agrees_with_jsonschema_on_every_project_form():
+    """Form.check answers "valid" from jsonschema-rs only where jsonschema agrees: on every form of
+    every process, over generated and broken data, it gives exactly jsonschema's problems."""
+    store = FormStore(PROJECT_FORMS)
+    schemas = sorted(PROJECT_FORMS.glob("*/*.schema.json"))
+    assert len(schemas) > 50
+    fast_valid = slow_invalid = 0
+    for path in schemas:
+        form = store.load(path.parent.name, path.name)
+        assert form._fast is not None, f"{path}: jsonschema-rs could not compile the schema"
+        reference = copy.copy(form)
+        reference._fast = None  # jsonschema alone
+        for sample in _samples(form):
+            expected = reference.check(sample)
+            assert form.check(sample) == expected, (path.name, sample)
+            if form._fast.is_valid(sample):
+                fast_valid += 1
+                assert expected == {}, (path.name, sample)
+            else:
+                slow_invalid += 1
+    assert fast_valid > 100 and slow_invalid > 1000, (fast_valid, slow_invalid)
+
+
+def test_every_format_passes_values_that_are_not_text():
+    """jsonschema-rs applies formats to strings only; the compiled validator relies on
+    FORMAT_CHECKER's functions doing the same (else it would accept what jsonschema refuses)."""
+    for name in FORMAT_CHECKER.checkers:
+        for value in (0, 1.5, True, None, [], {}, ["x"], {"a": "b"}):
+            assert FORMAT_CHECKER.conforms(value, name), (name, value)
+
+
+def test_a_value_the_compiled_validator_cannot_read_is_checked_by_jsonschema(form):
+    """jsonschema-rs refuses Python values that are not JSON (a date, a set): jsonschema describes them."""
+    import datetime
+    for odd in (datetime.date(2025, 3, 1), {"新疆日报"}):
+        data = valid_data()
+        data["media"] = odd
+        with pytest.raises(ValueError):
+            form._fast.is_valid(data)
+        problems = form.check(data)
+        assert list(problems) == ["media"]
+        assert "文本" in problems["media"][0].zh
