@@ -63,6 +63,8 @@ def install() -> None:
             original_remove(self, task_id)
 
         Workflow._remove_task = _remove_task
+        # is_completed looked for an unfinished task by walking the tree from its root
+        Workflow.is_completed = _is_completed
         Workflow.update_waiting_tasks = _update_waiting_tasks
         # SpiffWorkflow 3.2 looks for a data object in `self.process_parser.parent` forever instead of
         # walking up (`current.parent`): a reference two levels up, or to a missing data object inside
@@ -297,6 +299,13 @@ def _set_task_state(task, value: int) -> None:
         _live(task.workflow)[task.id] = task
 
 
+def _is_completed(self) -> bool:
+    """Workflow.is_completed: no unfinished task left (the live-task index, not a tree walk)."""
+    if not self.completed and not _live(self):
+        self.completed = True
+    return self.completed
+
+
 def live_tasks(workflow) -> list:
     """The workflow's unfinished tasks (its own, not its sub-processes')."""
     return list(_live(workflow).values())
@@ -310,8 +319,17 @@ def _in_creation_order(workflow, tasks: list) -> list:
     """
     if len(tasks) < 2:
         return tasks
-    position = {task_id: index for index, task_id in enumerate(workflow.tasks)}
-    return sorted(tasks, key=lambda t: position.get(t.id, len(position)))
+    # The positions are kept while the number of tasks stays the same. Tasks are only appended
+    # (and some removed): one created since is missing and sorts after the others, in the order
+    # the live index has it, which for a new task is its creation order.
+    all_tasks = workflow.tasks
+    kept = workflow.__dict__.get("_cleanaudit_positions")
+    if kept is None or kept[0] is not all_tasks or kept[1] != len(all_tasks):
+        kept = (all_tasks, len(all_tasks), {task_id: index for index, task_id in enumerate(all_tasks)})
+        workflow.__dict__["_cleanaudit_positions"] = kept
+    position = kept[2]
+    end = len(position)
+    return sorted(tasks, key=lambda t: position.get(t.id, end))
 
 
 def _all_workflows(workflow) -> list:
@@ -721,6 +739,10 @@ def waiting_messages(workflow: BpmnWorkflow) -> list[tuple[str, dict]]:
 
 
 def _json_plain(value):
+    if not value:
+        return {} if isinstance(value, dict) else json.loads(json.dumps(value, default=str))
+    if type(value) is dict and all(type(k) is str and type(v) in (str, int, bool) for k, v in value.items()):
+        return dict(value)  # already plain (correlation keys are mostly ids and codes)
     return json.loads(json.dumps(value, default=str))
 
 
