@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import os
+import threading
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine as SAEngine
@@ -35,7 +37,10 @@ def make_engine(url: str) -> SAEngine:
     """Create the SQLAlchemy engine with the settings the workflow engine relies on."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # Each thread keeps one connection checked out (Database below): the pool must not run
+        # out however many threads a server runs (a SQLite connection is a file handle).
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                               pool_size=8, max_overflow=-1)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):
@@ -70,8 +75,34 @@ def is_sqlite(engine: SAEngine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+class _Held:
+    """A thread's own connection (SQLite): checked out once, not for every transaction."""
+
+    __slots__ = ("connection", "pid", "busy", "sessions", "__weakref__")
+
+    def __init__(self, connection):
+        self.connection = connection
+        self.pid = os.getpid()
+        self.busy = False
+        self.sessions: dict = {}  # sessionmaker -> a Session on this connection, emptied after use
+
+
+def _close_quietly(connection) -> None:
+    try:
+        connection.close()
+    except Exception:  # noqa: BLE001 - closing at thread exit or dispose: nothing left to do
+        pass
+
+
 class Database:
-    """Owns the SQLAlchemy engine and hands out transactions."""
+    """Owns the SQLAlchemy engine and hands out transactions.
+
+    On SQLite every thread keeps one connection and runs its transactions on it: checking a
+    connection out of the pool and back for every transaction cost more than the statements of a
+    typical action. (A transaction opened inside another one in the same thread gets a pooled
+    connection of its own, as before; the connection is closed when its thread ends, and after a
+    fork a process never uses its parent's.) PostgreSQL uses the pool as it is.
+    """
 
     def __init__(self, url: str):
         self.url = normalise_url(url)
@@ -79,6 +110,9 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._readers = sessionmaker(
             self.engine.execution_options(sqlite_begin="DEFERRED"), expire_on_commit=False)
+        self._local: Optional[threading.local] = threading.local() if is_sqlite(self.engine) else None
+        self._closers: set = set()  # weakref.finalize of every held connection (for dispose)
+        self._closers_lock = threading.Lock()
 
     def on_commit(self, callback) -> None:
         """Call `callback(session)` after every committed transaction (writes and reads)."""
@@ -92,16 +126,73 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """One write transaction: commit on success, roll back on any error."""
-        with self._sessions() as session:
-            with session.begin():
-                yield session
+        held = self._held()
+        if held is None:
+            with self._sessions() as session:
+                with session.begin():
+                    yield session
+            return
+        with self._on_held(held, self._sessions, "IMMEDIATE") as session:
+            yield session
 
     @contextmanager
     def read(self) -> Iterator[Session]:
         """A read-only session (a deferred transaction on SQLite, so readers never block)."""
-        with self._readers() as session:
+        held = self._held()
+        if held is None:
+            with self._readers() as session:
+                with session.begin():
+                    yield session
+            return
+        with self._on_held(held, self._readers, "DEFERRED") as session:
+            yield session
+
+    def _held(self) -> Optional[_Held]:
+        """This thread's connection, if it is free (None on PostgreSQL and inside a transaction)."""
+        local = self._local
+        if local is None:
+            return None
+        held = getattr(local, "held", None)
+        if held is not None and (held.pid != os.getpid() or held.connection.closed
+                                 or held.connection.invalidated):
+            local.held = held = None  # (a parent's connection after a fork is left alone)
+        if held is None:
+            connection = self.engine.connect()
+            held = local.held = _Held(connection)
+            closer = weakref.finalize(held, _close_quietly, connection)  # at thread exit
+            with self._closers_lock:
+                self._closers = {c for c in self._closers if c.alive}
+                self._closers.add(closer)
+        return None if held.busy else held
+
+    @contextmanager
+    def _on_held(self, held: _Held, maker, mode: str) -> Iterator[Session]:
+        connection = held.connection
+        held.busy = True
+        try:
+            if connection.get_execution_options().get("sqlite_begin") != mode:
+                connection.execution_options(sqlite_begin=mode)  # read by _sqlite_begin
+            session = held.sessions.pop(maker, None) or maker(bind=connection)
             with session.begin():
                 yield session
+            # emptied as close() would, and used again (making a Session costs more than a statement)
+            session.expunge_all()
+            session.info.clear()
+            held.sessions[maker] = session
+        except BaseException:
+            session = locals().get("session")
+            if session is not None:
+                session.close()  # not used again
+            if connection.in_transaction() or connection.invalidated:
+                # not ended cleanly: this connection is not used again either
+                _close_quietly(connection)
+            raise
+        finally:
+            held.busy = False
 
     def dispose(self) -> None:
+        with self._closers_lock:
+            closers, self._closers = self._closers, set()
+        for closer in closers:
+            closer()
         self.engine.dispose()
