@@ -113,6 +113,10 @@ class Database:
         self._local: Optional[threading.local] = threading.local() if is_sqlite(self.engine) else None
         self._closers: set = set()  # weakref.finalize of every held connection (for dispose)
         self._closers_lock = threading.Lock()
+        from . import fastsql
+        for maker in (self._sessions, self._readers):
+            event.listen(maker, "after_begin", fastsql.remember_connection)
+            event.listen(maker, "after_transaction_end", fastsql.forget_connection)
 
     def on_commit(self, callback) -> None:
         """Call `callback(session)` after every committed transaction (writes and reads)."""

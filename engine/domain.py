@@ -8,6 +8,7 @@ import re
 from datetime import timedelta, timezone
 
 from sqlalchemy import bindparam, insert, select
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
 from . import clock, fastsql, history
@@ -91,6 +92,7 @@ def _insert_record():
 _ORGANISATION_FIELDS = ("id", "kind", "name", "credit_code", "division_code", "industry_code", "is_central",
                         "legal_representative", "address", "filing_status", "filing_number")
 _SELECT_ORGANISATION: list = []
+_ORGANISATION_IDENTITY = sa_inspect(Organisation).identity_key_from_primary_key
 
 
 def _organisation(session: Session, org_id: int) -> dict | None:
@@ -99,7 +101,7 @@ def _organisation(session: Session, org_id: int) -> dict | None:
     One object the session already holds (maybe changed in this transaction) is read from it;
     otherwise one Core SELECT (an ORM get in a fresh session cost ~0.5 ms, on most actions).
     """
-    held = session.identity_map.get(session.identity_key(Organisation, org_id))
+    held = session.identity_map.get(_ORGANISATION_IDENTITY((org_id,)))
     if held is not None:
         return {name: getattr(held, name) for name in _ORGANISATION_FIELDS}
     if not _SELECT_ORGANISATION:

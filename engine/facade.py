@@ -347,7 +347,7 @@ class Engine:
         What the ORM's loader does (columns set as committed values, identity from the key), without
         its per-query machinery; an object already in the session is returned as the ORM would.
         """
-        existing = session.identity_map.get(session.identity_key(Instance, instance_id))
+        existing = session.identity_map.get(_INSTANCE_IDENTITY((instance_id,)))
         if existing is not None:
             if lock and not self.db.is_sqlite:
                 session.execute(_LOCK_VERSION, {"instance_id": instance_id})
@@ -368,7 +368,7 @@ class Engine:
         database still holds that version (every write of an instance row moves its lock_version:
         the engine's own UPDATE, or the ORM's version counter), else None."""
         row = self._workflows.row_of(instance_id)
-        if row is None or session.identity_map.get(session.identity_key(Instance, instance_id)) is not None:
+        if row is None or session.identity_map.get(_INSTANCE_IDENTITY((instance_id,))) is not None:
             return None
         query = _LOCK_VERSION if lock and not self.db.is_sqlite else _READ_VERSION
         found = fastsql.execute(session, query, {"instance_id": instance_id}).fetchone()
@@ -497,7 +497,7 @@ class Engine:
                 elif data.get("confirmed") not in (True, "true", "on", "1", 1):
                     raise InvalidFormData({"confirmed": ["请确认已阅知" if lang == "zh" else "please confirm"]})
                 loaded = self._load(session, row.instance_id)
-                task = loaded.workflow.get_task_from_id(UUID(row.id))
+                task = loaded.workflow.get_task_from_id(runtime._uuid(row.id))
                 if task is None or task.state != TaskState.READY:
                     raise StaleInstance(row.instance_id, "task is no longer ready")
                 plain_data = history.plain(data)
@@ -638,7 +638,7 @@ class Engine:
         else:
             values["completed_by"] = by
             fastsql.execute(session, _COMPLETE_TASK, {"task_id": task_id, "new_status": status, "at": now, "by": by})
-        loaded_row = session.identity_map.get(session.identity_key(HumanTask, task_id))
+        loaded_row = session.identity_map.get(_TASK_IDENTITY((task_id,)))
         if loaded_row is not None:
             for key, value in values.items():
                 set_committed_value(loaded_row, key, value)
@@ -995,6 +995,9 @@ _COMPLETE_TASK = (update(_HUMAN).where(_HUMAN.c.id == bindparam("task_id"))
 _INSTANCE = Instance.__table__
 _INSTANCE_KEYS = [column.key for column in _INSTANCE.columns]
 _INSTANCE_MANAGER = sa_inspect(Instance).class_manager
+# identity-map keys from primary keys (Session.identity_key looks the mapper up on every call)
+_INSTANCE_IDENTITY = sa_inspect(Instance).identity_key_from_primary_key
+_TASK_IDENTITY = sa_inspect(HumanTask).identity_key_from_primary_key
 # no autoflush: the engine writes instance rows itself (_write_instance), and a flush looks at every
 # object of the session first (in a batch of timer fires, every instance fired so far)
 _READ_ROW = (select(*_INSTANCE.columns).where(_INSTANCE.c.id == bindparam("instance_id"))

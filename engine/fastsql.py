@@ -17,10 +17,35 @@ from sqlalchemy.orm import Session
 
 _compiled: dict = {}
 _lock = threading.Lock()
+# session.info key: (DBAPI connection, dialect) of the session's transaction, set by Database's
+# after_begin listener and dropped at the transaction's end (asking the Session each time costs
+# more than a statement on SQLite)
+CONNECTION_KEY = "fastsql_connection"
+
+
+def remember_connection(session: Session, _transaction, connection) -> None:
+    """Session "after_begin" listener (engine/db.py)."""
+    session.info[CONNECTION_KEY] = (connection.connection.driver_connection, connection.dialect)
+
+
+def forget_connection(session: Session, transaction) -> None:
+    """Session "after_transaction_end" listener (engine/db.py)."""
+    if transaction.parent is None:
+        session.info.pop(CONNECTION_KEY, None)
+
+
+def _connection(session: Session) -> tuple:
+    """(DBAPI connection, dialect) of the session's transaction (begun here if need be)."""
+    found = session.info.get(CONNECTION_KEY)
+    if found is None:
+        connection = session.connection()
+        found = session.info.get(CONNECTION_KEY) or (connection.connection.driver_connection,
+                                                     connection.dialect)
+    return found
 
 
 class _Prepared:
-    __slots__ = ("sql", "names", "processors", "results")
+    __slots__ = ("sql", "names", "processors", "pairs", "results")
 
     def __init__(self, statement, dialect, keys: tuple):
         compiled = statement.compile(dialect=dialect, column_keys=list(keys))
@@ -30,6 +55,7 @@ class _Prepared:
         self.names = list(compiled.positiontup)
         # a bind's processor (TypeDecorator chains included), or None for values passed as they are
         self.processors = [compiled.binds[name].type._cached_bind_processor(dialect) for name in self.names]
+        self.pairs = list(zip(self.names, self.processors))
         # for a SELECT: each result column's processor (SQLite's text dates, JSON), or None
         self.results = [entry.type._cached_result_processor(dialect, None)
                         for entry in getattr(compiled, "_result_columns", None) or []]
@@ -48,28 +74,27 @@ def _prepared(statement, dialect, keys: tuple) -> _Prepared:
 
 
 def _args(prepared: _Prepared, params: dict) -> tuple:
-    return tuple(value if process is None else process(value)
-                 for value, process in zip([params[name] for name in prepared.names], prepared.processors))
+    return tuple([params[name] if process is None else process(params[name]) for name, process in prepared.pairs])
 
 
 def execute(session: Session, statement, params: dict):
     """Execute a prepared Core INSERT/UPDATE/SELECT with one parameter set; returns a DBAPI cursor
     on SQLite (rowcount, fetchone) or SQLAlchemy's result elsewhere (the same two work on both)."""
-    connection = session.connection()
-    if connection.dialect.name != "sqlite":
+    driver, dialect = _connection(session)
+    if dialect.name != "sqlite":
         return session.execute(statement, params)
-    prepared = _prepared(statement, connection.dialect, tuple(params))
-    return connection.connection.driver_connection.execute(prepared.sql, _args(prepared, params))
+    prepared = _prepared(statement, dialect, tuple(params))
+    return driver.execute(prepared.sql, _args(prepared, params))
 
 
 def fetch_one(session: Session, statement, params: dict) -> Optional[tuple]:
     """The first row of a prepared SELECT, its values converted as SQLAlchemy converts them."""
-    connection = session.connection()
-    if connection.dialect.name != "sqlite":
+    driver, dialect = _connection(session)
+    if dialect.name != "sqlite":
         found = session.execute(statement, params).first()
         return tuple(found) if found is not None else None
-    prepared = _prepared(statement, connection.dialect, tuple(params))
-    found = connection.connection.driver_connection.execute(prepared.sql, _args(prepared, params)).fetchone()
+    prepared = _prepared(statement, dialect, tuple(params))
+    found = driver.execute(prepared.sql, _args(prepared, params)).fetchone()
     if found is None:
         return None
     return tuple(value if process is None or value is None else process(value)
@@ -80,10 +105,10 @@ def execute_many(session: Session, statement, rows: list[dict]) -> None:
     """Execute a Core INSERT for several rows with the same keys."""
     if not rows:
         return
-    connection = session.connection()
-    if connection.dialect.name != "sqlite":
+    driver, dialect = _connection(session)
+    if dialect.name != "sqlite":
         session.execute(statement, rows)
         return
-    prepared = _prepared(statement, connection.dialect, tuple(rows[0]))
-    connection.connection.driver_connection.executemany(prepared.sql, [_args(prepared, row) for row in rows])
+    prepared = _prepared(statement, dialect, tuple(rows[0]))
+    driver.executemany(prepared.sql, [_args(prepared, row) for row in rows])
 
