@@ -78,16 +78,16 @@ class _Line:
 
     def __init__(self, line: str, sig: tuple, children: list, offset: int, parent_key: Optional[int],
                  stored: Optional[dict] = None, whole: bool = False):
-        self.line = line              # the task's line (text)
+        self.line = line              # the task's line (UTF-8 bytes, as stored)
         self.sig = sig                # (state, last_state_change, triggered) it was encoded with
         self.children = children      # its children's ids then (a copy)
-        self.offset = offset          # where the data part ([data, null] or [updates, deletions]) starts
+        self.offset = offset          # where the data part ([data, null] or [updates, deletions]) starts (bytes)
         self.parent_key = parent_key  # its parent's id as an integer (hashed in C, unlike a UUID)
         self.stored = stored          # its data as a load would give it (built when a child needs it)
         self.whole = whole            # its data is stored whole ([data, null]), not over its parent's
 
     @property
-    def payload(self) -> str:
+    def payload(self) -> bytes:
         return self.line[self.offset:]
 
 
@@ -150,8 +150,12 @@ class Codec:
 
     # ---- dump
     def dump(self, workflow) -> bytes:
-        """The state of a workflow as compressed bytes (tasks unchanged since the last save reuse their line)."""
-        parts: list[str] = [""]
+        """The state of a workflow as compressed bytes (tasks unchanged since the last save reuse their line).
+
+        Lines are kept as the UTF-8 bytes they are stored as: encoding the whole text again on every
+        save cost as much as compressing it (text in Chinese is slow to encode).
+        """
+        parts: list[bytes] = [b""]
         header_wf = None
         subs = []
         self.round_trip_ok = True
@@ -176,20 +180,18 @@ class Codec:
                 entry_text = self.encode(entry)
                 subs.append(entry_text)
                 if one.completed and count and self.round_trip_ok:
-                    block = "\n".join(parts[start:])
+                    block = b"\n".join(parts[start:])
                     del parts[start:]
                     parts.append(block)
                     one.__dict__[_FINISHED_BLOCK] = ((count, True, one.last_task), block, entry_text)
         # the header, put together from its parts (a finished sub-process's part is kept encoded)
         parts[0] = "".join(['{"format":', str(FORMAT), ',"wf":', self.encode(header_wf), ',"subs":[',
                             ",".join(subs), '],"events":', self.encode(self.registry.convert(workflow.bpmn_events)),
-                            "}"])
+                            "}"]).encode("utf-8", "surrogatepass")
         workflow.__dict__["_cleanaudit_reusable"] = self.round_trip_ok
-        text = "\n".join(parts)
+        data = b"\n".join(parts)
         if self.check:
-            self._check(workflow, text)
-        # a lone surrogate (possible in text from a script) is kept as it is, and read back so
-        data = text.encode("utf-8", "surrogatepass")
+            self._check(workflow, data)
         return compress(data)
 
     def _workflow_header(self, one) -> dict:
@@ -253,20 +255,22 @@ class Codec:
                          [k for k in base if k not in data]]
             payload = encode(value)
             if old is not None:  # ["<id>","<parent>", or ["<id>",null, (ids are 36 characters)
-                prefix = old.line[:79] if old.line[40] == '"' else old.line[:45]
+                prefix = old.line[:79] if old.line[40] == 34 else old.line[:45]  # (34: '"')
                 parent_key = old.parent_key
             else:
                 parent_key = parent_id.int if parent_id is not None else None
                 prefix = ('["' + _text(task_id) + '",'
-                          + ('"' + _text(parent_id) + '",' if parent is not None else "null,"))
+                          + ('"' + _text(parent_id) + '",' if parent is not None else "null,")).encode("ascii")
             internal = task.internal_data
             # the rest of the head, after the id and the parent: [children, lsc, state, spec, triggered, internal]
+            # (a lone surrogate, possible in text from a script, is kept as it is, and read back so)
             head = prefix + encode([[_text(child) for child in children], task.last_state_change, state,
-                                    task.task_spec.name, task.triggered, internal])[1:]
+                                    task.task_spec.name, task.triggered, internal])[1:].encode("utf-8", "surrogatepass")
             if self.round_trip_ok and ((value[0] and loads(payload) != value)
                                        or (internal and loads(encode(internal)) != internal)):
                 self.round_trip_ok = False
-            line = head + "\t" + payload
+            payload = payload.encode("utf-8", "surrogatepass")
+            line = head + b"\t" + payload
             # a finished task's data is what was just encoded, and it is not changed in place again
             # (merges and scripts work on copies; the tests' check mode compares every save)
             attrs[_ENTRY] = _Line(line, (state, task.last_state_change, task.triggered), list(children),
@@ -308,9 +312,9 @@ class Codec:
         """Restore a workflow from the text of a format-2 state."""
         from .runtime import install
         install()
-        lines = text.decode("utf-8", "surrogatepass").split("\n")
+        lines = text.split(b"\n")
         header = json.loads(lines[0])
-        typed = '"typename"' in lines[0]  # (otherwise workflow data needs no restoring walk)
+        typed = b'"typename"' in lines[0]  # (otherwise workflow data needs no restoring walk)
         if header.get("format") != FORMAT:
             raise StateError(f"unknown state format {header.get('format')!r}")
         workflow = BpmnWorkflow(spec, subprocess_specs, deserializing=True)
@@ -326,7 +330,7 @@ class Codec:
             self._set_attributes(sub, entry, typed)
             if sub.completed and entry["n"]:  # as dump keeps it: a finished sub-process does not change
                 sub.__dict__[_FINISHED_BLOCK] = ((entry["n"], True, sub.last_task),
-                                                 "\n".join(lines[start:position]), self.encode(entry))
+                                                 b"\n".join(lines[start:position]), self.encode(entry))
             workflow.subprocesses[parent_task.id] = sub
             created[parent_task.id] = (sub, parent_task)
         if len(created) > 1:
@@ -365,9 +369,10 @@ class Codec:
         thread_id = Task.thread_id_pool
         new_task = Task.__new__
         for line in lines[start:start + count]:
-            (task_id, parent_id, children, changed_at, state, spec_name, triggered, internal), end = scan(line, 0)
-            (first, deletions), _ = scan(line, end + 1)
-            typed = '"typename"' in line
+            text = line.decode("utf-8", "surrogatepass")
+            (task_id, parent_id, children, changed_at, state, spec_name, triggered, internal), end = scan(text, 0)
+            (first, deletions), _ = scan(text, end + 1)
+            typed = b'"typename"' in line
             task_spec = specs.get(spec_name)
             uid = known_uuid(task_id) or uuid_of(task_id)
             parent_uid = (known_uuid(parent_id) or uuid_of(parent_id)) if parent_id is not None else None
@@ -400,7 +405,7 @@ class Codec:
                 "_cleanaudit_state": state, "triggered": triggered, "task_spec": task_spec,
                 "thread_id": thread_id, "data": data, "internal_data": internal,
                 "last_state_change": changed_at,
-                _ENTRY: _Line(line, (state, changed_at, triggered), list(child_ids), end + 1,
+                _ENTRY: _Line(line, (state, changed_at, triggered), list(child_ids), line.index(b"\t") + 1,
                               parent_uid.int if parent_uid is not None else None,
                               # a finished task's data is what its line stores (it is never changed
                               # in place: the check mode of the tests compares every save)
@@ -413,11 +418,11 @@ class Codec:
         return start + count
 
     # ---- check mode
-    def _check(self, workflow, text: str) -> None:
+    def _check(self, workflow, text: bytes) -> None:
         """Check mode: the incremental save must load back exactly as a full re-encoding does."""
         saved = {one: {tid: t.__dict__.get(_ENTRY) for tid, t in one.tasks.items()} for one in _workflows(workflow)}
         round_trip_ok = self.round_trip_ok
-        parts: list[str] = [""]
+        parts: list[bytes] = [b""]
         try:
             for one in _workflows(workflow):
                 self._dump_tasks(one, parts, fresh=True)
@@ -430,7 +435,7 @@ class Codec:
                     else:
                         task.__dict__[_ENTRY] = entry
             self.round_trip_ok = round_trip_ok
-        mine = _decode_tasks(text.split("\n")[1:], self)
+        mine = _decode_tasks(text.split(b"\n")[1:], self)
         full = _decode_tasks(parts[1:], self)
         if mine != full:
             for index, (a, b) in enumerate(zip(mine, full)):
@@ -444,7 +449,7 @@ def _decode_tasks(lines: list, codec: Codec) -> list:
     """(head, whole data) of every task line, data resolved through the parents (check mode)."""
     out, data_by_id = [], {}
     for line in lines:
-        head, _, payload = line.partition("\t")
+        head, _, payload = line.partition(b"\t")
         fields = json.loads(head)
         data = _apply(codec, payload, data_by_id.get(fields[1], {}))
         data_by_id[fields[0]] = data
@@ -455,11 +460,11 @@ def _decode_tasks(lines: list, codec: Codec) -> list:
 _runtime_module = None
 
 
-def _apply(codec: Codec, payload: str, base: Optional[dict]) -> Optional[dict]:
+def _apply(codec: Codec, payload: bytes, base: Optional[dict]) -> Optional[dict]:
     """The data a task line's data part gives over its parent's data (`base`); None if it needs a
     base and has none. The result shares values with `base` (as loaded data does)."""
     first, deletions = json.loads(payload)
-    first = codec.restore(first, '"typename"' in payload)
+    first = codec.restore(first, b'"typename"' in payload)
     if deletions is None:
         return first
     if base is None:
