@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -667,11 +668,16 @@ class Engine:
         props = runtime.user_task_properties(task)
         lane = task.task_spec.lane or ""
         evaluate_expression = script_engine.evaluate_expression
-        expression = props.get("scope") or authz.default_scope_expression(lane)
-        try:
-            scope = str(evaluate_expression(expression, task.data))
-        except Exception as exc:
-            raise ScriptError(f"scope of task {task.task_spec.name} ({expression}): {_describe(exc)}") from exc
+        expression = props.get("scope")
+        scope = None
+        if not expression:
+            expression = authz.default_scope_expression(lane)
+            scope = _default_scope(expression, task.data, script_engine)
+        if scope is None:
+            try:
+                scope = str(evaluate_expression(expression, task.data))
+            except Exception as exc:
+                raise ScriptError(f"scope of task {task.task_spec.name} ({expression}): {_describe(exc)}") from exc
         due_at = None
         if props.get("due"):
             try:
@@ -1176,6 +1182,26 @@ def _to_datetime(value) -> Optional[datetime]:
     if when.tzinfo is None:
         raise ValueError(f"due date {value!r} has no UTC offset")
     return when.astimezone(timezone.utc)
+
+
+_DEFAULT_SCOPE_CALL = re.compile(r"^(organisation|jurisdiction|user)\((?:([A-Za-z_]\w*)|'(\d+)')\)$")
+
+
+def _default_scope(expression: str, data: dict, script_engine) -> Optional[str]:
+    """A default scope expression (authz.default_scope_expression) evaluated without the script
+    engine, or None where the script engine must decide (a variable missing, a name the task data
+    or the engine's helpers give another meaning)."""
+    match = _DEFAULT_SCOPE_CALL.match(expression)
+    if match is None:
+        return None
+    name, variable, literal = match.groups()
+    helper = getattr(authz, name)
+    environment = getattr(script_engine, "environment", None)
+    if getattr(environment, "globals", {}).get(name) is not helper or name in data:
+        return None
+    if variable is not None and variable not in data:
+        return None
+    return str(helper(data[variable] if variable is not None else literal))
 
 
 def _describe(exc: BaseException) -> str:

@@ -739,11 +739,30 @@ def waiting_messages(workflow: BpmnWorkflow) -> list[tuple[str, dict]]:
 
 
 def _json_plain(value):
-    if not value:
-        return {} if isinstance(value, dict) else json.loads(json.dumps(value, default=str))
-    if type(value) is dict and all(type(k) is str and type(v) in (str, int, bool) for k, v in value.items()):
-        return dict(value)  # already plain (correlation keys are mostly ids and codes)
-    return json.loads(json.dumps(value, default=str))
+    copied = _plain_copy(value, 3)
+    return copied if copied is not _NOT_PLAIN else json.loads(json.dumps(value, default=str))
+
+
+_NOT_PLAIN = object()
+_PLAIN_SCALARS = (str, int, bool, type(None))
+
+
+def _plain_copy(value, depth: int):
+    """A copy of value if it is made of dicts with text keys and text, integers, booleans and None
+    (what a JSON round trip gives back unchanged), else _NOT_PLAIN. Correlations are such dicts."""
+    if type(value) in _PLAIN_SCALARS:
+        return value
+    if type(value) is dict and depth:
+        out = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                return _NOT_PLAIN
+            copied = _plain_copy(item, depth - 1)
+            if copied is _NOT_PLAIN:
+                return _NOT_PLAIN
+            out[key] = copied
+        return out
+    return _NOT_PLAIN
 
 
 def correlations_match(event_correlations: dict, waiting: dict) -> bool:

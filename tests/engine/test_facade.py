@@ -304,3 +304,23 @@ def test_a_called_process_is_not_offered_for_starting_by_hand(engine):
     assert "voluntary_audit" in offered and "audit_stages" not in offered
     with pytest.raises(NotAllowed):
         engine.start("audit_stages", actor=user)
+
+
+def test_default_inbox_scopes_are_what_the_script_engine_gives():
+    """The scope of a user task without a `scope` property (docs/architecture.md, lanes): computed
+    directly, it equals the restricted evaluation of the default expression for every role; where
+    a name means something else (task data, the engine's own helpers) the script engine decides."""
+    from engine import authz
+    from engine.facade import _default_scope
+    from engine.scripting import RestrictedScriptEngine
+    engine = RestrictedScriptEngine()
+    data = {"enterprise_id": 7, "agency_id": "12", "jurisdiction_code": "650102", "expert": "li.si"}
+    for lane in authz.ROLES:
+        expression = authz.default_scope_expression(lane)
+        fast = _default_scope(expression, data, engine)
+        assert fast is not None and fast == str(engine.evaluate_expression(expression, data)), lane
+    assert _default_scope("organisation(enterprise_id)", {}, engine) is None
+    assert _default_scope("organisation(enterprise_id)", {"enterprise_id": 1, "organisation": "x"}, engine) is None
+    assert _default_scope("jurisdiction(jurisdiction_code) + 'x'", data, engine) is None
+    own = RestrictedScriptEngine(helpers={"organisation": lambda value: f"org-{value}"})
+    assert _default_scope("organisation(enterprise_id)", {"enterprise_id": 1}, own) is None

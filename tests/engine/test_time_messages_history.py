@@ -210,3 +210,15 @@ def test_cli_verify_history_exits_1_naming_the_broken_chain(engine, capsys):
         conn.execute(text("UPDATE event SET data = '{}' WHERE kind = 'started'"))
     assert main(["--database-url", url, "verify-history"]) == 1
     assert f"BROKEN instance:{instance_id}" in capsys.readouterr().out
+
+
+def test_event_timestamps_in_the_hash_keep_their_form():
+    """The canonical timestamp of an event (part of its hash) is exactly what it always was:
+    UTC, microseconds, Z; also for times given in China time and on whole seconds."""
+    from datetime import datetime, timedelta, timezone
+    from engine.history import _iso
+    china = timezone(timedelta(hours=8))
+    for at in (datetime(2025, 3, 1, 8, 0, tzinfo=china), datetime(2025, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc),
+               datetime(2026, 1, 1, 0, 0, 0, 5, tzinfo=china), datetime(2030, 6, 15, 12, 30, 1, 120000, tzinfo=timezone.utc)):
+        assert _iso(at) == at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert _iso(datetime(2025, 3, 1, 8, 0, tzinfo=china)) == "2025-03-01T00:00:00.000000Z"
