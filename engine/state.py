@@ -239,13 +239,13 @@ class Codec:
             children = task._children
             data = task.data
             parent = tasks.get(parent_id) if parent_id is not None else None
-            if parent is None:
+            if parent is None or not data:  # (a predicted task has no data yet: not "all deleted")
                 base = None
             elif parent_id.int in encoded:
                 base = parent.data  # encoded in this save: memory and storage agree right now
             else:
                 base = self._stored_data(parent, tasks)
-            if base is None or not data:  # (a predicted task has no data yet: not "all deleted")
+            if base is None:
                 value = [data, None]
             else:
                 get = base.get
@@ -313,12 +313,16 @@ class Codec:
         from .runtime import install
         install()
         lines = text.split(b"\n")
-        header = json.loads(lines[0])
+        # Every line parsed in one call: a task line (head TAB data; JSON never holds a raw tab or
+        # newline) becomes [head, data], the header [header]. (A call per line cost more than
+        # the parsing.)
+        rows = json.loads(b"[[" + text.replace(b"\t", b",").replace(b"\n", b"],[") + b"]]")
+        header = rows[0][0]
         typed = b'"typename"' in lines[0]  # (otherwise workflow data needs no restoring walk)
-        if header.get("format") != FORMAT:
-            raise StateError(f"unknown state format {header.get('format')!r}")
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
+            raise StateError(f"unknown state format {header.get('format') if isinstance(header, dict) else None!r}")
         workflow = BpmnWorkflow(spec, subprocess_specs, deserializing=True)
-        position = self._load_tasks(workflow, workflow, lines, 1, header["wf"])
+        position = self._load_tasks(workflow, workflow, lines, rows, 1, header["wf"])
         self._set_attributes(workflow, header["wf"], typed)
         created = {}
         for entry in header["subs"]:
@@ -326,7 +330,7 @@ class Codec:
             sub_spec = workflow.subprocess_specs.get(parent_task.task_spec.spec)
             sub = BpmnSubWorkflow(sub_spec, parent_task.id, workflow, deserializing=True)
             start = position
-            position = self._load_tasks(sub, workflow, lines, position, entry)
+            position = self._load_tasks(sub, workflow, lines, rows, position, entry)
             self._set_attributes(sub, entry, typed)
             if sub.completed and entry["n"]:  # as dump keeps it: a finished sub-process does not change
                 sub.__dict__[_FINISHED_BLOCK] = ((entry["n"], True, sub.last_task),
@@ -354,7 +358,7 @@ class Codec:
         # (a copy, so that the header entry stays as it was read: a finished sub-process keeps it)
         one.data = self.restore_registry.restore(data) if typed else dict(data)
 
-    def _load_tasks(self, one, top, lines: list, start: int, entry: dict) -> int:
+    def _load_tasks(self, one, top, lines: list, rows: list, start: int, entry: dict) -> int:
         runtime = _runtime()
         _inherited, _live, uuid_of = runtime._inherited, runtime._live, runtime._uuid
         known_uuid = runtime._UUIDS.get  # (a hit needs no call of uuid_of)
@@ -364,14 +368,11 @@ class Codec:
         one.tasks = tasks
         live = _live(one)
         events = top.event_manager
-        scan = _scan
         restore = self.restore_registry.restore
         thread_id = Task.thread_id_pool
         new_task = Task.__new__
-        for line in lines[start:start + count]:
-            text = line.decode("utf-8", "surrogatepass")
-            (task_id, parent_id, children, changed_at, state, spec_name, triggered, internal), end = scan(text, 0)
-            (first, deletions), _ = scan(text, end + 1)
+        for line, ((task_id, parent_id, children, changed_at, state, spec_name, triggered, internal),
+                   (first, deletions)) in zip(lines[start:start + count], rows[start:start + count]):
             typed = b'"typename"' in line
             task_spec = specs.get(spec_name)
             uid = known_uuid(task_id) or uuid_of(task_id)
