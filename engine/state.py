@@ -35,6 +35,8 @@ import json.scanner
 import os
 import threading
 import zlib
+from itertools import compress as _compress
+from operator import is_not as _is_not
 from typing import Optional
 from uuid import UUID
 
@@ -221,7 +223,6 @@ class Codec:
         encoded: set = set()  # int ids of tasks encoded in this save
         encode = self.encode
         loads = json.loads
-        missing = _MISSING
         append = parts.append
         for task_id, task in tasks.items():
             attrs = task.__dict__
@@ -230,8 +231,8 @@ class Codec:
             # a line whose data is stored whole does not depend on its parent's stored data
             if (old is not None and not state & _ALWAYS
                     and (old.whole or old.parent_key not in changed)
-                    and old.sig == (state, task.last_state_change, task.triggered)
-                    and old.children == task._children):
+                    and old.sig == (state, attrs["last_state_change"], attrs["triggered"])
+                    and old.children == attrs["_children"]):
                 append(old.line)
                 continue
             parent_id = task._parent
@@ -248,11 +249,7 @@ class Codec:
             if base is None:
                 value = [data, None]
             else:
-                get = base.get
-                # (most values are the parent's own objects: compared by identity first)
-                value = [{k: v for k, v in data.items() if (b := get(k, missing)) is not v
-                          and (b is missing or v != b)},
-                         [k for k in base if k not in data]]
+                value = _delta(data, base)
             payload = encode(value)
             if old is not None:  # ["<id>","<parent>", or ["<id>",null, (ids are 36 characters)
                 prefix = old.line[:79] if old.line[40] == 34 else old.line[:45]  # (34: '"')
@@ -444,6 +441,34 @@ class Codec:
                     raise StateError(f"incremental save differs from a full one at task line {index}: "
                                      f"{a!r} != {b!r}")
             raise StateError("incremental save differs from a full one (number of tasks)")
+
+
+def _delta(data: dict, base: dict) -> list:
+    """[updates, deletions] turning base into data: the keys whose value differs or is new, in
+    data's order, and the keys of base that data lacks.
+
+    A task's data is its parent's copied, then changed: usually the same keys in the same order
+    with a few values replaced and keys added at the end. Then the values that are not the
+    parent's own objects are found in C (map/compress over both value lists) and only those are
+    compared; otherwise key by key.
+    """
+    base_keys = list(base)
+    data_keys = list(data)
+    count = len(base_keys)
+    if data_keys[:count] == base_keys:
+        updates = {}
+        values = list(data.values())
+        if values[:count] != list(base.values()):  # (equal lists compare by identity, in C)
+            for key in _compress(base_keys, map(_is_not, values, base.values())):
+                if data[key] != base[key]:
+                    updates[key] = data[key]
+        for key in data_keys[count:]:
+            updates[key] = data[key]
+        return [updates, []]
+    get = base.get
+    missing = _MISSING
+    return [{k: v for k, v in data.items() if (b := get(k, missing)) is not v and (b is missing or v != b)},
+            [k for k in base_keys if k not in data]]
 
 
 def _decode_tasks(lines: list, codec: Codec) -> list:

@@ -312,3 +312,21 @@ def test_an_instance_row_read_by_the_engine_equals_the_orms(tmp_path, clock):
         assert {c.key: getattr(mine, c.key) for c in Instance.__table__.columns} == expected
         assert mine in session and not session.dirty
     engine.db.dispose()
+
+
+def test_a_task_line_stores_exactly_what_its_data_adds_to_its_parents():
+    """The data part of a task line: the values that differ from the parent's or are new, and the
+    parent's keys the task lacks (whatever the order of keys, shared or copied values)."""
+    from engine.state import _delta
+    shared = {"rows": [1, 2]}
+    parent = {"a": 1, "b": "x", "nested": shared, "c": None}
+    assert _delta(dict(parent), parent) == [{}, []]
+    assert _delta({**parent, "b": "y", "d": 4}, parent) == [{"b": "y", "d": 4}, []]
+    assert _delta({**parent, "nested": {"rows": [1, 2]}}, parent) == [{}, []]  # equal copy: nothing
+    assert _delta({**parent, "nested": {"rows": [1, 3]}}, parent) == [{"nested": {"rows": [1, 3]}}, []]
+    child = dict(parent)
+    del child["b"]
+    child["e"] = 5
+    assert _delta(child, parent) == [{"e": 5}, ["b"]]
+    reordered = {"c": None, "b": "x", "a": 2, "nested": shared}
+    assert _delta(reordered, parent) == [{"a": 2}, []]
