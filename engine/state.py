@@ -314,12 +314,13 @@ class Codec:
         # newline) becomes [head, data], the header [header]. (A call per line cost more than
         # the parsing.)
         rows = json.loads(b"[[" + text.replace(b"\t", b",").replace(b"\n", b"],[") + b"]]")
+        any_typed = b'"typename"' in text  # (else no line needs the restoring walk)
         header = rows[0][0]
         typed = b'"typename"' in lines[0]  # (otherwise workflow data needs no restoring walk)
         if not isinstance(header, dict) or header.get("format") != FORMAT:
             raise StateError(f"unknown state format {header.get('format') if isinstance(header, dict) else None!r}")
         workflow = BpmnWorkflow(spec, subprocess_specs, deserializing=True)
-        position = self._load_tasks(workflow, workflow, lines, rows, 1, header["wf"])
+        position = self._load_tasks(workflow, workflow, lines, rows, 1, header["wf"], any_typed)
         self._set_attributes(workflow, header["wf"], typed)
         created = {}
         for entry in header["subs"]:
@@ -327,7 +328,7 @@ class Codec:
             sub_spec = workflow.subprocess_specs.get(parent_task.task_spec.spec)
             sub = BpmnSubWorkflow(sub_spec, parent_task.id, workflow, deserializing=True)
             start = position
-            position = self._load_tasks(sub, workflow, lines, rows, position, entry)
+            position = self._load_tasks(sub, workflow, lines, rows, position, entry, any_typed)
             self._set_attributes(sub, entry, typed)
             if sub.completed and entry["n"]:  # as dump keeps it: a finished sub-process does not change
                 sub.__dict__[_FINISHED_BLOCK] = ((entry["n"], True, sub.last_task),
@@ -355,7 +356,7 @@ class Codec:
         # (a copy, so that the header entry stays as it was read: a finished sub-process keeps it)
         one.data = self.restore_registry.restore(data) if typed else dict(data)
 
-    def _load_tasks(self, one, top, lines: list, rows: list, start: int, entry: dict) -> int:
+    def _load_tasks(self, one, top, lines: list, rows: list, start: int, entry: dict, any_typed: bool = True) -> int:
         runtime = _runtime()
         _inherited, _live, uuid_of = runtime._inherited, runtime._live, runtime._uuid
         known_uuid = runtime._UUIDS.get  # (a hit needs no call of uuid_of)
@@ -370,11 +371,11 @@ class Codec:
         new_task = Task.__new__
         for line, ((task_id, parent_id, children, changed_at, state, spec_name, triggered, internal),
                    (first, deletions)) in zip(lines[start:start + count], rows[start:start + count]):
-            typed = b'"typename"' in line
+            typed = any_typed and b'"typename"' in line
             task_spec = specs.get(spec_name)
             uid = known_uuid(task_id) or uuid_of(task_id)
             parent_uid = (known_uuid(parent_id) or uuid_of(parent_id)) if parent_id is not None else None
-            child_ids = [known_uuid(child) or uuid_of(child) for child in children]
+            child_ids = [known_uuid(child) or uuid_of(child) for child in children] if children else []
             if typed:
                 first = restore(first)
                 if internal:
