@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import json.scanner
+import math
 import os
 import threading
 import zlib
@@ -142,6 +143,7 @@ class Codec:
             self._encode_text = lambda value: "".join(one_shot(value, 0))
         self.round_trip_ok = True
         self.check = os.environ.get(CHECK_ENV) == "1"
+        self._spec_texts: dict = {}  # task spec name -> its JSON text
 
     # ---- values
     def encode(self, value) -> str:
@@ -219,6 +221,7 @@ class Codec:
         """
         _text = _runtime()._text
         tasks = one.tasks
+        spec_texts = self._spec_texts
         changed: set = set()  # int ids of tasks whose stored data may have changed in this save
         encoded: set = set()  # int ids of tasks encoded in this save
         encode = self.encode
@@ -259,12 +262,24 @@ class Codec:
                 prefix = ('["' + _text(task_id) + '",'
                           + ('"' + _text(parent_id) + '",' if parent is not None else "null,")).encode("ascii")
             internal = task.internal_data
+            internal_text = encode(internal) if internal else "{}"
             # the rest of the head, after the id and the parent: [children, lsc, state, spec, triggered, internal]
+            # put together as the encoder would write it (ids and numbers need no escaping)
+            changed_at = attrs["last_state_change"]
+            triggered = attrs["triggered"]
+            spec_text = spec_texts.get(task.task_spec.name)
+            if spec_text is None:
+                spec_text = spec_texts[task.task_spec.name] = encode(task.task_spec.name)
+            children_text = '["' + '","'.join([_text(child) for child in children]) + '"],' if children else "[],"
+            rest = "".join([children_text,
+                            repr(changed_at) if type(changed_at) is float and math.isfinite(changed_at)
+                            else encode(changed_at), ",", str(state), ",", spec_text, ",",
+                            "true" if triggered is True else "false" if triggered is False else encode(triggered),
+                            ",", internal_text, "]"])
             # (a lone surrogate, possible in text from a script, is kept as it is, and read back so)
-            head = prefix + encode([[_text(child) for child in children], task.last_state_change, state,
-                                    task.task_spec.name, task.triggered, internal])[1:].encode("utf-8", "surrogatepass")
+            head = prefix + rest.encode("utf-8", "surrogatepass")
             if self.round_trip_ok and ((value[0] and loads(payload) != value)
-                                       or (internal and loads(encode(internal)) != internal)):
+                                       or (internal and loads(internal_text) != internal)):
                 self.round_trip_ok = False
             payload = payload.encode("utf-8", "surrogatepass")
             line = head + b"\t" + payload

@@ -330,3 +330,29 @@ def test_a_task_line_stores_exactly_what_its_data_adds_to_its_parents():
     assert _delta(child, parent) == [{"e": 5}, ["b"]]
     reordered = {"c": None, "b": "x", "a": 2, "nested": shared}
     assert _delta(reordered, parent) == [{"a": 2}, []]
+
+
+def test_task_lines_are_written_as_the_json_encoder_writes_them(tmp_path, clock):
+    """The head of a task line is put together by hand (ids, times, states): it must be exactly
+    the text json.dumps gives for the same values, so that any reader of the format agrees."""
+    from sqlalchemy import select
+    from engine import state as state_format
+    from engine.models import Instance
+    engine = deployed_engine(tmp_path, "approval.bpmn", "loop.bpmn")
+    org = add_organisation(engine, kind="enterprise", name="天山化工有限公司", credit_code="91350100M000100Y43",
+                           division_code="650102")
+    enterprise = add_user(engine, "ent", ["enterprise"], organisation_id=org)
+    engine.start("approval", actor="x", data={"enterprise_id": org, "enterprise_name": "天山化工有限公司",
+                                               "jurisdiction_code": "650102", "published_on": "2025-01-31"})
+    engine.complete(enterprise, engine.inbox(enterprise).rows[0].id, {"figure": 2.5, "note": "月均值 ✓"})
+    engine.start("loop", actor="x", data={"counter": 0, "rounds": 10})
+    with engine.db.read() as session:
+        states = [row.state for row in session.scalars(select(Instance))]
+    lines = [line for state in states for line in state_format.decompress(state).split(b"\n")[1:]]
+    assert len(lines) > 20
+    for line in lines:
+        head, _, payload = line.partition(b"\t")
+        for part in (head, payload):
+            value = json.loads(part)
+            assert json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode() == part
+    engine.db.dispose()
