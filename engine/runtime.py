@@ -546,7 +546,8 @@ def load_state(state: bytes, spec, subprocess_specs: dict, script_engine) -> Bpm
     """
     from . import state as state_format
     if state_format.is_current(state):
-        workflow = _codec.load(state_format.decompress(state), spec, subprocess_specs)
+        frames = state_format.frames(state)
+        workflow = _codec.load(b"".join(text for _, text in frames), spec, subprocess_specs, frames=frames)
     else:
         workflow = _load_spiff_dict_state(state, spec, subprocess_specs)
     # The script engine is not serialised: a restored workflow would get the unrestricted default.

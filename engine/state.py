@@ -116,8 +116,22 @@ def is_current(state: bytes) -> bool:
 def decompress(state: bytes) -> bytes:
     """The text of a stored state, either format."""
     if is_current(state):
-        return _decompressor().decompress(bytes(state))
+        return b"".join(text for _, text in frames(state))
     return zlib.decompress(state)
+
+
+def frames(state: bytes) -> list:
+    """(compressed, text) of each zstd frame of a state, in order (their texts joined are its text)."""
+    out = []
+    rest = bytes(state)
+    decompressor = _decompressor()
+    while rest:
+        reader = decompressor.decompressobj()
+        text = reader.decompress(rest)
+        left = reader.unused_data
+        out.append((rest[:len(rest) - len(left)], text))
+        rest = left
+    return out
 
 
 def compress(text: bytes) -> bytes:
@@ -157,18 +171,28 @@ class Codec:
         """The state of a workflow as compressed bytes (tasks unchanged since the last save reuse their line).
 
         Lines are kept as the UTF-8 bytes they are stored as: encoding the whole text again on every
-        save cost as much as compressing it (text in Chinese is slow to encode).
+        save cost as much as compressing it (text in Chinese is slow to encode). A finished
+        sub-process never changes again: its lines go last, each in a zstd frame of its own that
+        is compressed once and then copied (the header's "tail" counts them).
         """
         parts: list[bytes] = [b""]
         header_wf = None
-        subs = []
+        subs: list[str] = []
+        tail_subs: list[str] = []
+        tail_frames: list[bytes] = []
+        tail_blocks: list[bytes] = []
+        order, tail_order = [], []  # the workflows in the order of their lines (check mode)
         self.round_trip_ok = True
         for one in _workflows(workflow):
             kept = one.__dict__.get(_FINISHED_BLOCK) if one is not workflow else None
             if kept is not None and kept[0] == (len(one.tasks), one.completed, one.last_task):
                 # a finished sub-process does not change: its lines and header as saved last time
-                parts.append(kept[1])
-                subs.append(kept[2])
+                if kept[3] is None:  # (kept by a load that had no frame for it)
+                    kept = one.__dict__[_FINISHED_BLOCK] = kept[:3] + (compress(b"\n" + kept[1]),)
+                tail_subs.append(kept[2])
+                tail_frames.append(kept[3])
+                tail_blocks.append(kept[1])
+                tail_order.append(one)
                 continue
             start = len(parts)
             count = self._dump_tasks(one, parts)
@@ -182,21 +206,28 @@ class Codec:
                 entry["id"] = str(one.parent_task_id)
                 entry["spec"] = one.spec.name
                 entry_text = self.encode(entry)
-                subs.append(entry_text)
                 if one.completed and count and self.round_trip_ok:
                     block = b"\n".join(parts[start:])
                     del parts[start:]
-                    parts.append(block)
-                    one.__dict__[_FINISHED_BLOCK] = ((count, True, one.last_task), block, entry_text)
+                    frame = compress(b"\n" + block)
+                    one.__dict__[_FINISHED_BLOCK] = ((count, True, one.last_task), block, entry_text, frame)
+                    tail_subs.append(entry_text)
+                    tail_frames.append(frame)
+                    tail_blocks.append(block)
+                    tail_order.append(one)
+                    continue
+                subs.append(entry_text)
+            order.append(one)
         # the header, put together from its parts (a finished sub-process's part is kept encoded)
         parts[0] = "".join(['{"format":', str(FORMAT), ',"wf":', self.encode(header_wf), ',"subs":[',
-                            ",".join(subs), '],"events":', self.encode(self.registry.convert(workflow.bpmn_events)),
+                            ",".join(subs + tail_subs), '],"tail":', str(len(tail_subs)),
+                            ',"events":', self.encode(self.registry.convert(workflow.bpmn_events)),
                             "}"]).encode("utf-8", "surrogatepass")
         workflow.__dict__["_cleanaudit_reusable"] = self.round_trip_ok
         data = b"\n".join(parts)
         if self.check:
-            self._check(workflow, data)
-        return compress(data)
+            self._check(order + tail_order, b"\n".join([data] + tail_blocks))
+        return b"".join([compress(data)] + tail_frames)
 
     def _workflow_header(self, one) -> dict:
         return {
@@ -320,8 +351,9 @@ class Codec:
         return base
 
     # ---- load
-    def load(self, text: bytes, spec, subprocess_specs: dict, script_engine=None) -> BpmnWorkflow:
-        """Restore a workflow from the text of a format-2 state."""
+    def load(self, text: bytes, spec, subprocess_specs: dict, script_engine=None,
+             frames: Optional[list] = None) -> BpmnWorkflow:
+        """Restore a workflow from the text of a format-2 state (`frames`: its frames, see dump)."""
         from .runtime import install
         install()
         lines = text.split(b"\n")
@@ -338,7 +370,12 @@ class Codec:
         position = self._load_tasks(workflow, workflow, lines, rows, 1, header["wf"], any_typed)
         self._set_attributes(workflow, header["wf"], typed)
         created = {}
-        for entry in header["subs"]:
+        # the last `tail` sub-processes were saved one per frame: their frames are copied by the next save
+        tail = header.get("tail") or 0
+        first_tail = len(header["subs"]) - tail
+        tail_frames = ({first_tail + i: frame for i, (frame, _) in enumerate(frames[1:])}
+                       if frames is not None and tail and len(frames) == tail + 1 else {})
+        for index, entry in enumerate(header["subs"]):
             parent_task = workflow.get_task_from_id(_uuid(entry["id"]))
             sub_spec = workflow.subprocess_specs.get(parent_task.task_spec.spec)
             sub = BpmnSubWorkflow(sub_spec, parent_task.id, workflow, deserializing=True)
@@ -347,7 +384,8 @@ class Codec:
             self._set_attributes(sub, entry, typed)
             if sub.completed and entry["n"]:  # as dump keeps it: a finished sub-process does not change
                 sub.__dict__[_FINISHED_BLOCK] = ((entry["n"], True, sub.last_task),
-                                                 b"\n".join(lines[start:position]), self.encode(entry))
+                                                 b"\n".join(lines[start:position]), self.encode(entry),
+                                                 tail_frames.get(index))
             workflow.subprocesses[parent_task.id] = sub
             created[parent_task.id] = (sub, parent_task)
         if len(created) > 1:
@@ -432,13 +470,14 @@ class Codec:
         return start + count
 
     # ---- check mode
-    def _check(self, workflow, text: bytes) -> None:
-        """Check mode: the incremental save must load back exactly as a full re-encoding does."""
-        saved = {one: {tid: t.__dict__.get(_ENTRY) for tid, t in one.tasks.items()} for one in _workflows(workflow)}
+    def _check(self, order: list, text: bytes) -> None:
+        """Check mode: the incremental save must load back exactly as a full re-encoding does
+        (`order`: the workflows in the order the save wrote them)."""
+        saved = {one: {tid: t.__dict__.get(_ENTRY) for tid, t in one.tasks.items()} for one in order}
         round_trip_ok = self.round_trip_ok
         parts: list[bytes] = [b""]
         try:
-            for one in _workflows(workflow):
+            for one in order:
                 self._dump_tasks(one, parts, fresh=True)
         finally:
             for one, entries in saved.items():

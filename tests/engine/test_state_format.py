@@ -356,3 +356,48 @@ def test_task_lines_are_written_as_the_json_encoder_writes_them(tmp_path, clock)
             value = json.loads(part)
             assert json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode() == part
     engine.db.dispose()
+
+
+def test_finished_sub_processes_are_stored_once_compressed_and_copied_afterwards():
+    """A finished sub-process of the real process goes last in the state, in a zstd frame of its
+    own, which a load keeps and the next save copies instead of compressing it again."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+    from sqlalchemy import select
+    from engine import bench, clock as engine_clock, runtime, state as state_format
+    from engine.models import Instance
+    runner = bench.Bench(bench.resolve_sizes(True, {}), out=open("/dev/null", "w"))
+    tmp = Path(tempfile.mkdtemp(prefix="cleanaudit-frames-"))
+    try:
+        runner.setup(tmp)
+        instance_id = runner.start_instance()
+        stored = None
+        for _ in range(60):  # complete tasks until a sub-process has finished
+            rows = runner.open_tasks(instance_id)
+            if not rows:
+                break
+            row = rows[0]
+            runner._engine_complete(runner.user_for(row.lane, row.scope), row, runner.task_data(row))
+            with runner.engine.db.read() as session:
+                stored = session.scalar(select(Instance.state).where(Instance.id == instance_id))
+            if json.loads(state_format.decompress(stored).split(b"\n")[0]).get("tail"):
+                break
+        header = json.loads(state_format.decompress(stored).split(b"\n")[0])
+        frames = state_format.frames(stored)
+        assert header["tail"] >= 1 and len(frames) == 1 + header["tail"]
+        with runner.engine.db.read() as session:
+            row = session.get(Instance, instance_id)
+            _, spec, _, _ = runner.engine._specs(session, row.version_id)
+            subs = runner.engine._subprocess_specs(session, row.version_id, row.called_versions or {})
+        workflow = runtime.load_state(stored, spec, subs, runner.engine.script_engine())
+        kept = [sp.__dict__[state_format._FINISHED_BLOCK] for sp in workflow.subprocesses.values()
+                if state_format._FINISHED_BLOCK in sp.__dict__]
+        assert sorted(entry[3] for entry in kept) == sorted(frame for frame, _ in frames[1:])
+        again = runtime.dump_state(workflow)
+        assert state_format.decompress(again) == state_format.decompress(stored)
+        assert again.endswith(b"".join(frame for frame, _ in frames[1:]))
+    finally:
+        engine_clock.reset()
+        runner.engine.db.dispose()
+        shutil.rmtree(tmp, ignore_errors=True)
