@@ -192,9 +192,11 @@ class Event(Base):
     """One append-only history record, hash-chained within its chain."""
 
     __tablename__ = "event"
+    # (chain, seq) is unique: its index also serves look-ups by chain (a second index on chain
+    # alone only cost a page write per event)
     __table_args__ = (UniqueConstraint("chain", "seq"),)
     id: Mapped[int] = mapped_column(primary_key=True)
-    chain: Mapped[str] = mapped_column(String(120), index=True)
+    chain: Mapped[str] = mapped_column(String(120))
     seq: Mapped[int] = mapped_column(Integer)
     instance_id: Mapped[Optional[int]] = mapped_column(Integer, index=True)
     task_id: Mapped[Optional[str]] = mapped_column(String(36))
@@ -229,11 +231,13 @@ class Record(Base):
     """Bulky or growing business data kept out of task data (pollutant tables, registers, documents)."""
 
     __tablename__ = "record"
+    # the public pages list one kind of published record: one index (kind, public), not one each
+    __table_args__ = (Index("ix_record_kind_public", "kind", "public"),)
     id: Mapped[int] = mapped_column(primary_key=True)
-    kind: Mapped[str] = mapped_column(String(60), index=True)
+    kind: Mapped[str] = mapped_column(String(60))
     instance_id: Mapped[Optional[int]] = mapped_column(Integer, index=True)
     enterprise_id: Mapped[Optional[int]] = mapped_column(Integer, index=True)
-    public: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    public: Mapped[bool] = mapped_column(Boolean, default=False)
     confidential: Mapped[bool] = mapped_column(Boolean, default=False)
     title: Mapped[str] = mapped_column(String(300), default="")
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -51,7 +51,8 @@ from SpiffWorkflow.task import Task
 
 FORMAT = 2
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-ZSTD_LEVEL = -1  # a fast level: half the time of level 1, states a little larger (~9 KB, not 7)
+ZSTD_LEVEL = -1  # the part saved every time: a fast level (half the time of level 1, ~20% larger)
+ZSTD_TAIL_LEVEL = 1  # a finished sub-process's frame, compressed once: 20% smaller than at -1
 # Set to 1 (the tests do) to check every save against a full re-encoding of the workflow.
 CHECK_ENV = "CLEANAUDIT_STATE_CHECK"
 
@@ -138,6 +139,13 @@ def compress(text: bytes) -> bytes:
     return _compressor().compress(text)
 
 
+def _compress_tail(block: bytes) -> bytes:
+    c = getattr(_threads, "tail", None)
+    if c is None:
+        c = _threads.tail = zstandard.ZstdCompressor(level=ZSTD_TAIL_LEVEL)
+    return c.compress(b"\n" + block)
+
+
 # ---------------------------------------------------------------------- encoding
 class Codec:
     """Encodes and restores workflows with a SpiffWorkflow converter registry (for typed values)."""
@@ -188,7 +196,7 @@ class Codec:
             if kept is not None and kept[0] == (len(one.tasks), one.completed, one.last_task):
                 # a finished sub-process does not change: its lines and header as saved last time
                 if kept[3] is None:  # (kept by a load that had no frame for it)
-                    kept = one.__dict__[_FINISHED_BLOCK] = kept[:3] + (compress(b"\n" + kept[1]),)
+                    kept = one.__dict__[_FINISHED_BLOCK] = kept[:3] + (_compress_tail(kept[1]),)
                 tail_subs.append(kept[2])
                 tail_frames.append(kept[3])
                 tail_blocks.append(kept[1])
@@ -209,7 +217,7 @@ class Codec:
                 if one.completed and count and self.round_trip_ok:
                     block = b"\n".join(parts[start:])
                     del parts[start:]
-                    frame = compress(b"\n" + block)
+                    frame = _compress_tail(block)
                     one.__dict__[_FINISHED_BLOCK] = ((count, True, one.last_task), block, entry_text, frame)
                     tail_subs.append(entry_text)
                     tail_frames.append(frame)

@@ -112,3 +112,17 @@ def test_dispose_closes_every_held_connection(db):
     release.set()
     thread.join()
     assert _names(db) == []  # a new connection after dispose
+
+
+def test_the_migrations_build_the_schema_the_models_describe(tmp_path):
+    """An empty database upgraded by the Alembic migrations has every table and index of the models."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from engine.migrate import upgrade
+    from engine.models import Base
+    database = Database(f"sqlite:///{tmp_path / 'migrated.sqlite'}")
+    upgrade(database)
+    with database.engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    database.dispose()
+    assert differences == []
