@@ -388,7 +388,16 @@ class Engine:
         return _Loaded(row, workflow)
 
     def _keep_after_commit(self, session: Session, loaded: _Loaded) -> None:
-        """Offer the workflow to the cache once (and only if) this transaction commits."""
+        """Offer the workflow to the cache once (and only if) this transaction commits.
+
+        Not in a timer sweep (tick): it goes through thousands of instances that are rarely acted
+        on next, and kept workflows only pushed out the others and kept the garbage collector
+        busy. Those are taken apart as soon as their instance is saved (_dismantle_all).
+        """
+        swept = session.info.get(_SWEEP)
+        if swept is not None:
+            swept.append(loaded.workflow)
+            return
         session.info.setdefault("cleanaudit_workflows", {})[loaded.row.id] = (loaded.row, loaded.workflow)
 
     def _after_commit(self, session: Session) -> None:
@@ -862,31 +871,40 @@ class Engine:
         None when one failed (nothing of the batch is kept)."""
         import time
         fired = []
+        swept: list = []
         try:
             with self.db.transaction() as session:
+                session.info[_SWEEP] = swept
                 started = time.perf_counter()
                 count = 0
                 while (position + count < len(due_ids) and count < self.TICK_BATCH
                        and time.perf_counter() - started < self.TICK_BATCH_SECONDS):
                     result = self._fire(session, due_ids[position + count], now)
+                    _dismantle_all(swept)  # its state is written: the workflows are not used again
                     count += 1
                     if result is not None:
                         fired.append(result)
         except Exception:  # noqa: BLE001 — found out below, one instance at a time
             return None
+        finally:
+            _dismantle_all(swept)
         return count, fired
 
     def _fire_one_by_one(self, due_ids: list[int], position: int, now: datetime):
         fired = []
         end = min(len(due_ids), position + self.TICK_BATCH)
         for instance_id in due_ids[position:end]:
+            swept: list = []
             try:
                 with self.db.transaction() as session:
+                    session.info[_SWEEP] = swept
                     result = self._fire(session, instance_id, now)
             except Exception:  # noqa: BLE001 — one broken instance must not stop the others
                 log.exception("tick: firing the timers of instance %s failed", instance_id)
                 self._workflows.discard(instance_id)
                 continue
+            finally:
+                _dismantle_all(swept)
             if result is not None:
                 fired.append(result)
         return end - position, fired
@@ -1202,6 +1220,18 @@ def _default_scope(expression: str, data: dict, script_engine) -> Optional[str]:
     if variable is not None and variable not in data:
         return None
     return str(helper(data[variable] if variable is not None else literal))
+
+
+_SWEEP = "cleanaudit_sweep"  # session.info: workflows of a timer sweep, taken apart after it
+
+
+def _dismantle_all(workflows: list) -> None:
+    seen = set()
+    for workflow in workflows:
+        if id(workflow) not in seen:
+            seen.add(id(workflow))
+            runtime.dismantle(workflow)
+    workflows.clear()
 
 
 def _describe(exc: BaseException) -> str:
