@@ -358,8 +358,9 @@ class Engine:
         if found is None:
             return None
         row = _INSTANCE_MANAGER.new_instance()
-        for key, value in zip(_INSTANCE_KEYS, found):
-            set_committed_value(row, key, value)
+        # as the ORM's loader populates a new object: the values in its dict, all committed
+        row.__dict__.update(zip(_INSTANCE_KEYS, found))
+        sa_inspect(row)._commit_all(row.__dict__)
         make_transient_to_detached(row)
         session.add(row)
         return row

@@ -369,8 +369,13 @@ def _uuid(text: str) -> UUID:
         if len(text) == 36 and text[8] == text[13] == text[18] == text[23] == "-":
             # what UUID(text) builds, without its general parsing (ids are always this form)
             value = _new_uuid(UUID)
-            _set_attr(value, "int", int(text.replace("-", ""), 16))
+            number = int(text.replace("-", ""), 16)
+            _set_attr(value, "int", number)
             _set_attr(value, "is_safe", _UNKNOWN_SAFETY)
+            if text.islower():  # its text as str() prints it: known for the next save
+                if len(_UUID_TEXT) > 200_000:
+                    _UUID_TEXT.clear()
+                _UUID_TEXT[number] = text
         else:
             value = UUID(text)
         _UUIDS[text] = value

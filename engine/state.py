@@ -585,12 +585,15 @@ def _uuid(text: str) -> UUID:
 def _order_like_spiffworkflow(workflow, created: dict) -> None:
     """Sub-processes in the order SpiffWorkflow's own loader gives (tree order of their tasks)."""
     ordered = {}
+    wanted = {task_id.int: task_id for task_id in created}  # (ints hash in C, UUIDs in Python)
 
     def visit(one):
-        for task in one.tasks.values():
-            if task.id in created and task.id not in ordered and isinstance(task.task_spec, SubWorkflowTask):
-                ordered[task.id] = created[task.id][0]
-                visit(created[task.id][0])
+        for task_id, task in one.tasks.items():
+            key = task_id.int
+            if key in wanted and isinstance(task.task_spec, SubWorkflowTask):
+                del wanted[key]
+                ordered[task_id] = created[task_id][0]
+                visit(created[task_id][0])
 
     visit(workflow)
     for task_id, (sub, _) in created.items():  # any not reached keep their place at the end
