@@ -1,5 +1,8 @@
 """Form loading and server-side validation (jsonschema + domain formats).
 
+Valid data is recognised by a validator compiled from the form by jsonschema-rs (with the format
+checkers below); data it does not accept is checked and described by jsonschema, which decides.
+
 Forms are data, one directory per process::
 
     forms/<process_id>/<task_id>.schema.json     JSON Schema draft 2020-12, Chinese ``title``s

@@ -6,13 +6,17 @@ encoding, and a save re-encodes only the tasks that changed.
 
 Format "cleanaudit-state/2" (zstd-compressed UTF-8 text, lines separated by "\\n"):
 
-    line 0    header: {"format": 2, "wf": {...}, "subs": [{...}, ...], "events": [...]}
+    line 0    header: {"format": 2, "wf": {...}, "subs": [{...}, ...], "tail": k, "events": [...]}
               each workflow entry: n (its number of task lines), root, data, correlations,
               last_task, success, completed; a sub-process also id (its task) and spec
     then      for the top workflow and each sub-process in header order, n task lines:
               [id, parent, children, last_state_change, state, task_spec, triggered, internal_data]
               TAB [data, null]              the task's whole data, or
               TAB [updates, deletions]      data = the parent's data + updates - deletions
+
+The last k sub-processes of the header are finished ones: each is a zstd frame of its own ("\\n"
+and its lines), written once and copied by later saves; the frames joined give the text. Every
+line is exactly what json.dumps(value, separators=(",", ":"), ensure_ascii=False) writes.
 
 This carries exactly what SpiffWorkflow's own dictionary format (serializer 1.5, spec left out)
 carries; `to_spiff_dict` turns a state into that format.
