@@ -632,10 +632,8 @@ class Engine:
                                  f"{old_version} is gone)")
             exc.instance_id = row.id
             raise exc
-        for key, value in values.items():
-            set_committed_value(row, key, value)
-        set_committed_value(row, "lock_version", new_version)
-        _settle(session, state)
+        state.dict["lock_version"] = new_version
+        _settle(session, state)  # the new values (in the row's dict already) become the committed ones
 
     def _incident_open(self, loaded: _Loaded) -> bool:
         return bool(loaded.workflow.get_tasks(state=TaskState.ERROR))
