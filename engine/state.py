@@ -62,6 +62,7 @@ CHECK_ENV = "CLEANAUDIT_STATE_CHECK"
 
 _ENTRY = "_cleanaudit_line"  # on a task: its _Line
 _FINISHED_BLOCK = "_cleanaudit_finished_block"  # on a finished sub-process: its lines and header
+_HEADER = "_cleanaudit_header"  # on a workflow: its header entry as last saved (see _header_entry)
 _FINISHED = TaskState.FINISHED_MASK
 _WAITING = TaskState.WAITING
 # Tasks in these states change data and internal data without changing state (a multi-instance
@@ -208,16 +209,12 @@ class Codec:
                 continue
             start = len(parts)
             count = self._dump_tasks(one, parts)
-            entry = self._workflow_header(one)
-            if self.round_trip_ok and entry["data"] and json.loads(self.encode(entry["data"])) != entry["data"]:
+            entry_text, data_ok = self._header_entry(one, count, one is workflow)
+            if not data_ok:
                 self.round_trip_ok = False
-            entry["n"] = count
             if one is workflow:
-                header_wf = entry
+                header_wf = entry_text
             else:
-                entry["id"] = str(one.parent_task_id)
-                entry["spec"] = one.spec.name
-                entry_text = self.encode(entry)
                 if one.completed and count and self.round_trip_ok:
                     block = b"\n".join(parts[start:])
                     del parts[start:]
@@ -231,7 +228,7 @@ class Codec:
                 subs.append(entry_text)
             order.append(one)
         # the header, put together from its parts (a finished sub-process's part is kept encoded)
-        parts[0] = "".join(['{"format":', str(FORMAT), ',"wf":', self.encode(header_wf), ',"subs":[',
+        parts[0] = "".join(['{"format":', str(FORMAT), ',"wf":', header_wf, ',"subs":[',
                             ",".join(subs + tail_subs), '],"tail":', str(len(tail_subs)),
                             ',"events":', self.encode(self.registry.convert(workflow.bpmn_events)),
                             "}"]).encode("utf-8", "surrogatepass")
@@ -240,6 +237,34 @@ class Codec:
         if self.check:
             self._check(order + tail_order, b"\n".join([data] + tail_blocks))
         return b"".join([compress(data)] + tail_frames)
+
+    def _header_entry(self, one, count: int, top: bool) -> tuple:
+        """(header entry of a workflow as JSON text, whether its data survives a JSON round trip).
+
+        Kept from the last save while nothing it is made of changed (a sub-process's data is a
+        copy of a task's, ~60 values: converting, encoding and checking it again on every save
+        cost as much as a task line)."""
+        data = one.data
+        sig = (count, one.task_tree, one.last_task, one.success, one.completed)
+        cached = one.__dict__.get(_HEADER)
+        if cached is not None and cached[0] == sig and cached[1] == data and cached[2] == one.correlations:
+            if self.check:  # check mode: what a fresh encoding gives
+                one.__dict__.pop(_HEADER)
+                fresh = self._header_entry(one, count, top)
+                if fresh != (cached[3], cached[4]):
+                    raise StateError(f"kept header entry {cached[3]!r} differs from a fresh one {fresh[0]!r}")
+            return cached[3], cached[4]
+        entry = self._workflow_header(one)
+        data_ok = not entry["data"] or json.loads(self.encode(entry["data"])) == entry["data"]
+        entry["n"] = count
+        if not top:
+            entry["id"] = str(one.parent_task_id)
+            entry["spec"] = one.spec.name
+        text = self.encode(entry)
+        # (deep copies: a value changed in place must not compare equal to itself next time)
+        from .scripting import own_copy
+        one.__dict__[_HEADER] = (sig, own_copy(data), own_copy(one.correlations), text, data_ok)
+        return text, data_ok
 
     def _workflow_header(self, one) -> dict:
         return {
