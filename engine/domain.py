@@ -280,8 +280,9 @@ def _accepted_audit(session: Session, enterprise_id) -> dict:
     mandatory = list(session.scalars(select(Instance.id).where(
         Instance.process_id == "mandatory_audit", Instance.enterprise_id == enterprise_id)))
     if mandatory:
+        chains = [history.instance_chain(instance_id) for instance_id in mandatory]
         for event in session.scalars(select(Event).where(
-                Event.instance_id.in_(mandatory), Event.kind == "task_completed",
+                Event.chain.in_(chains), Event.kind == "task_completed",
                 Event.bpmn_id == "review_report")):
             if (event.data or {}).get("data", {}).get("review_decision") == "accept":
                 found.append({"record_id": None, "instance_id": event.instance_id, "kind": "mandatory_audit",

@@ -192,13 +192,13 @@ class Event(Base):
     """One append-only history record, hash-chained within its chain."""
 
     __tablename__ = "event"
-    # (chain, seq) is unique: its index also serves look-ups by chain (a second index on chain
-    # alone only cost a page write per event)
+    # (chain, seq) is unique: its index serves look-ups by chain, an instance's events included (an
+    # index on chain alone, or on instance_id, only cost a page write per event)
     __table_args__ = (UniqueConstraint("chain", "seq"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     chain: Mapped[str] = mapped_column(String(120))
     seq: Mapped[int] = mapped_column(Integer)
-    instance_id: Mapped[Optional[int]] = mapped_column(Integer, index=True)
+    instance_id: Mapped[Optional[int]] = mapped_column(Integer)  # (an instance's events: its chain)
     task_id: Mapped[Optional[str]] = mapped_column(String(36))
     bpmn_id: Mapped[Optional[str]] = mapped_column(String(100))
     actor: Mapped[str] = mapped_column(String(64))
