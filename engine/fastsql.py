@@ -34,6 +34,11 @@ def forget_connection(session: Session, transaction) -> None:
         session.info.pop(CONNECTION_KEY, None)
 
 
+def is_sqlite(session: Session) -> bool:
+    """Whether the session's transaction runs on SQLite (statements go to pysqlite here)."""
+    return _connection(session)[1].name == "sqlite"
+
+
 def _connection(session: Session) -> tuple:
     """(DBAPI connection, dialect) of the session's transaction (begun here if need be)."""
     found = session.info.get(CONNECTION_KEY)

@@ -30,7 +30,12 @@ def process_chain(process_id: str) -> str:
 
 def plain(data: Any) -> Any:
     """Data as plain JSON values (dates become ISO strings), so the hash survives a round trip."""
-    return json.loads(json.dumps(data, default=_default, ensure_ascii=False))
+    return json.loads(plain_json(data))
+
+
+def plain_json(data: Any) -> str:
+    """The JSON text of plain(data)."""
+    return json.dumps(data, default=_default, ensure_ascii=False)
 
 
 def _default(value):
