@@ -5,6 +5,7 @@ No database and no I/O here; engine.facade owns transactions.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
 import threading
@@ -706,6 +707,17 @@ def user_task_properties(task) -> dict[str, str]:
 
 
 def _parse_when(value) -> Optional[datetime]:
+    if type(value) is str:
+        return _parse_when_text(value)
+    return _parse_when_value(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_when_text(value: str) -> Optional[datetime]:
+    return _parse_when_value(value)
+
+
+def _parse_when_value(value) -> Optional[datetime]:
     if value is None:
         return None
     if isinstance(value, datetime):
@@ -728,7 +740,10 @@ def _parse_when(value) -> Optional[datetime]:
 def next_timer_at(workflow: BpmnWorkflow) -> Optional[datetime]:
     """The earliest due time of every waiting timer (boundary, intermediate, gateway, sub-process)."""
     times = []
-    for task in waiting_tasks(workflow):
+    # (the earliest of them: their order does not matter, unlike waiting_tasks')
+    waiting = [task for one in _all_workflows(workflow) for task in _live(one).values()
+               if task.state == TaskState.WAITING]
+    for task in waiting:
         definition = getattr(task.task_spec, "event_definition", None)
         if definition is None:
             continue
@@ -748,7 +763,11 @@ def waiting_messages(workflow: BpmnWorkflow) -> list[tuple[str, dict]]:
     of the running (sub)workflows: SpiffWorkflow creates their tasks only when the message arrives.
     """
     result = []
-    for pending in workflow.waiting_events():
+    # workflow.waiting_events(), details made only for the message events (it made them for every
+    # waiting event, timers included)
+    pendings = [task.task_spec.event_definition.details(task) for task in workflow.event_manager.tasks.values()
+                if type(task.task_spec.event_definition).__name__.endswith("MessageEventDefinition")]
+    for pending in pendings:
         if pending.event_type.endswith("MessageEventDefinition"):
             correlations = getattr(pending, "correlations", None) or {}
             if not isinstance(correlations, dict):
