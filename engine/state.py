@@ -241,30 +241,38 @@ class Codec:
     def _header_entry(self, one, count: int, top: bool) -> tuple:
         """(header entry of a workflow as JSON text, whether its data survives a JSON round trip).
 
-        Kept from the last save while nothing it is made of changed (a sub-process's data is a
-        copy of a task's, ~60 values: converting, encoding and checking it again on every save
-        cost as much as a task line)."""
+        The entry is what encode(dict) gives for {root, data, correlations, last_task, success,
+        completed, n[, id, spec]}; its data is encoded again only when it changed since the last
+        save (a sub-process's data is a copy of a task's, ~60 values: converting, encoding and
+        checking it on every save cost as much as a task line)."""
         data = one.data
-        sig = (count, one.task_tree, one.last_task, one.success, one.completed)
         cached = one.__dict__.get(_HEADER)
-        if cached is not None and cached[0] == sig and cached[1] == data and cached[2] == one.correlations:
+        if cached is not None and cached[0] == data:
+            data_text, data_ok = cached[1], cached[2]
             if self.check:  # check mode: what a fresh encoding gives
-                one.__dict__.pop(_HEADER)
-                fresh = self._header_entry(one, count, top)
-                if fresh != (cached[3], cached[4]):
-                    raise StateError(f"kept header entry {cached[3]!r} differs from a fresh one {fresh[0]!r}")
-            return cached[3], cached[4]
-        entry = self._workflow_header(one)
-        data_ok = not entry["data"] or json.loads(self.encode(entry["data"])) == entry["data"]
-        entry["n"] = count
+                if self._header_data(data) != (data_text, data_ok):
+                    raise StateError(f"kept header data {data_text!r} differs from a fresh encoding")
+        else:
+            data_text, data_ok = self._header_data(data)
+            # (a deep copy: a value changed in place must not compare equal to itself next time)
+            one.__dict__[_HEADER] = (_own_copy()(data), data_text, data_ok)
+        encode = self.encode
+        root = one.task_tree
+        last = one.last_task
+        parts = ['{"root":', '"' + _runtime()._text(root.id) + '"' if root is not None else "null",
+                 ',"data":', data_text, ',"correlations":', encode(one.correlations),
+                 ',"last_task":', '"' + _runtime()._text(last.id) + '"' if last is not None else "null",
+                 ',"success":', encode(one.success), ',"completed":', encode(one.completed),
+                 ',"n":', str(count)]
         if not top:
-            entry["id"] = str(one.parent_task_id)
-            entry["spec"] = one.spec.name
-        text = self.encode(entry)
-        # (deep copies: a value changed in place must not compare equal to itself next time)
-        from .scripting import own_copy
-        one.__dict__[_HEADER] = (sig, own_copy(data), own_copy(one.correlations), text, data_ok)
-        return text, data_ok
+            parts += [',"id":', encode(str(one.parent_task_id)), ',"spec":', encode(one.spec.name)]
+        parts.append("}")
+        return "".join(parts), data_ok
+
+    def _header_data(self, data) -> tuple:
+        converted = self.registry.convert(self.registry.clean(data))
+        text = self.encode(converted)
+        return text, not converted or json.loads(text) == converted
 
     def _workflow_header(self, one) -> dict:
         return {
@@ -592,6 +600,17 @@ def _apply(codec: Codec, payload: bytes, base: Optional[dict]) -> Optional[dict]
     for key in deletions:
         data.pop(key, None)
     return data
+
+
+_own_copy_function = None
+
+
+def _own_copy():
+    global _own_copy_function
+    if _own_copy_function is None:
+        from .scripting import own_copy  # (scripting imports the runtime, which imports this module)
+        _own_copy_function = own_copy
+    return _own_copy_function
 
 
 def _runtime():
