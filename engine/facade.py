@@ -676,11 +676,8 @@ class Engine:
         props = runtime.user_task_properties(task)
         lane = task.task_spec.lane or ""
         evaluate_expression = script_engine.evaluate_expression
-        expression = props.get("scope")
-        scope = None
-        if not expression:
-            expression = authz.default_scope_expression(lane)
-            scope = _default_scope(expression, task.data, script_engine)
+        expression = props.get("scope") or authz.default_scope_expression(lane)
+        scope = _simple_scope(expression, task.data, script_engine)
         if scope is None:
             try:
                 scope = str(evaluate_expression(expression, task.data))
@@ -689,7 +686,9 @@ class Engine:
         due_at = None
         if props.get("due"):
             try:
-                value = evaluate_expression(props["due"], task.data)
+                value = _simple_value(props["due"], task.data)
+                if value is None:
+                    value = evaluate_expression(props["due"], task.data)
                 due_at = _to_datetime(value)
             except Exception as exc:
                 raise ScriptError(f"due date of task {task.task_spec.name}: {_describe(exc)}") from exc
@@ -1201,14 +1200,15 @@ def _to_datetime(value) -> Optional[datetime]:
     return when.astimezone(timezone.utc)
 
 
-_DEFAULT_SCOPE_CALL = re.compile(r"^(organisation|jurisdiction|user)\((?:([A-Za-z_]\w*)|'(\d+)')\)$")
+_SIMPLE_SCOPE_CALL = re.compile(r"^(organisation|jurisdiction|user)\((?:([A-Za-z_]\w*)|'(\d+)')\)$")
 
 
-def _default_scope(expression: str, data: dict, script_engine) -> Optional[str]:
-    """A default scope expression (authz.default_scope_expression) evaluated without the script
-    engine, or None where the script engine must decide (a variable missing, a name the task data
-    or the engine's helpers give another meaning)."""
-    match = _DEFAULT_SCOPE_CALL.match(expression)
+def _simple_scope(expression: str, data: dict, script_engine) -> Optional[str]:
+    """A scope expression of the usual form — organisation(enterprise_id), jurisdiction('650000'),
+    user(expert), the defaults of authz.default_scope_expression among them — evaluated without
+    the script engine; None where the script engine must decide (another form, a variable missing
+    or not text or a number, a name the task data or the engine's helpers give another meaning)."""
+    match = _SIMPLE_SCOPE_CALL.match(expression)
     if match is None:
         return None
     name, variable, literal = match.groups()
@@ -1216,9 +1216,24 @@ def _default_scope(expression: str, data: dict, script_engine) -> Optional[str]:
     environment = getattr(script_engine, "environment", None)
     if getattr(environment, "globals", {}).get(name) is not helper or name in data:
         return None
-    if variable is not None and variable not in data:
+    if variable is None:
+        return str(helper(literal))
+    value = data.get(variable, _NO_VALUE)
+    if type(value) not in (str, int):
         return None
-    return str(helper(data[variable] if variable is not None else literal))
+    return str(helper(value))
+
+
+def _simple_value(expression: str, data: dict):
+    """The value of an expression that is only the name of a text variable of the task data (a
+    due date: "report_due"), as the script engine would give it; None otherwise."""
+    if not expression.isidentifier() or expression.startswith("_"):
+        return None
+    value = data.get(expression)
+    return value if type(value) is str else None
+
+
+_NO_VALUE = object()
 
 
 _SWEEP = "cleanaudit_sweep"  # session.info: workflows of a timer sweep, taken apart after it

@@ -306,21 +306,34 @@ def test_a_called_process_is_not_offered_for_starting_by_hand(engine):
         engine.start("audit_stages", actor=user)
 
 
-def test_default_inbox_scopes_are_what_the_script_engine_gives():
-    """The scope of a user task without a `scope` property (docs/architecture.md, lanes): computed
-    directly, it equals the restricted evaluation of the default expression for every role; where
-    a name means something else (task data, the engine's own helpers) the script engine decides."""
+def test_usual_inbox_scopes_and_due_dates_are_what_the_script_engine_gives():
+    """The scope of a user task in its usual forms (the defaults of every role, the `scope`
+    properties of the processes: helper(variable), helper('code')) and a due date given as a
+    variable are computed directly: equal to the restricted evaluation; where a name means
+    something else (task data, the engine's own helpers) or a value is not plain, the script
+    engine decides."""
+    import re
     from engine import authz
-    from engine.facade import _default_scope
+    from engine.facade import _simple_scope, _simple_value
     from engine.scripting import RestrictedScriptEngine
     engine = RestrictedScriptEngine()
-    data = {"enterprise_id": 7, "agency_id": "12", "jurisdiction_code": "650102", "expert": "li.si"}
-    for lane in authz.ROLES:
-        expression = authz.default_scope_expression(lane)
-        fast = _default_scope(expression, data, engine)
-        assert fast is not None and fast == str(engine.evaluate_expression(expression, data)), lane
-    assert _default_scope("organisation(enterprise_id)", {}, engine) is None
-    assert _default_scope("organisation(enterprise_id)", {"enterprise_id": 1, "organisation": "x"}, engine) is None
-    assert _default_scope("jurisdiction(jurisdiction_code) + 'x'", data, engine) is None
+    data = {"enterprise_id": 7, "agency_id": "12", "jurisdiction_code": "650102", "expert": "li.si",
+            "local_code": "650100", "candidate": "wang.wu", "report_due": "2025-05-01T00:00:00+08:00"}
+    expressions = {authz.default_scope_expression(lane) for lane in authz.ROLES}
+    for path in (ROOT / "processes").glob("*.bpmn"):
+        expressions |= set(re.findall(r'name="scope" value="([^"]*)"', path.read_text(encoding="utf-8")))
+    checked = 0
+    for expression in sorted(expressions):
+        fast = _simple_scope(expression, data, engine)
+        if fast is not None:
+            assert fast == str(engine.evaluate_expression(expression, data)), expression
+            checked += 1
+    assert checked >= 6
+    assert _simple_value("report_due", data) == engine.evaluate_expression("report_due", data)
+    assert _simple_value("missing_due", data) is None and _simple_value("due('x')", data) is None
+    assert _simple_scope("organisation(enterprise_id)", {}, engine) is None
+    assert _simple_scope("organisation(enterprise_id)", {"enterprise_id": [1]}, engine) is None
+    assert _simple_scope("organisation(enterprise_id)", {"enterprise_id": 1, "organisation": "x"}, engine) is None
+    assert _simple_scope("jurisdiction(jurisdiction_code) + 'x'", data, engine) is None
     own = RestrictedScriptEngine(helpers={"organisation": lambda value: f"org-{value}"})
-    assert _default_scope("organisation(enterprise_id)", {"enterprise_id": 1}, own) is None
+    assert _simple_scope("organisation(enterprise_id)", {"enterprise_id": 1}, own) is None
