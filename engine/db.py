@@ -127,28 +127,23 @@ class Database:
     def is_sqlite(self) -> bool:
         return is_sqlite(self.engine)
 
-    @contextmanager
-    def transaction(self) -> Iterator[Session]:
+    def transaction(self):
         """One write transaction: commit on success, roll back on any error."""
-        held = self._held()
-        if held is None:
-            with self._sessions() as session:
-                with session.begin():
-                    yield session
-            return
-        with self._on_held(held, self._sessions, "IMMEDIATE") as session:
-            yield session
+        return self._begin(self._sessions, "IMMEDIATE")
+
+    def read(self):
+        """A read-only session (a deferred transaction on SQLite, so readers never block)."""
+        return self._begin(self._readers, "DEFERRED")
 
     @contextmanager
-    def read(self) -> Iterator[Session]:
-        """A read-only session (a deferred transaction on SQLite, so readers never block)."""
+    def _begin(self, maker, mode: str) -> Iterator[Session]:
         held = self._held()
         if held is None:
-            with self._readers() as session:
+            with maker() as session:
                 with session.begin():
                     yield session
             return
-        with self._on_held(held, self._readers, "DEFERRED") as session:
+        with self._on_held(held, maker, mode) as session:
             yield session
 
     def _held(self) -> Optional[_Held]:
