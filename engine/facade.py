@@ -8,7 +8,7 @@ import copy
 import hashlib
 import logging
 import re
-from collections import OrderedDict
+from collections import OrderedDict, namedtuple
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -431,17 +431,18 @@ class Engine:
         page = max(1, int(page))
         lanes = sorted(set(user.roles or []))
         keys = list(dict.fromkeys(user.scope_keys()))
-        params = {"lanes": lanes, "keys": keys, "process_id": process_id, "now": clock.now()}
+        params = _inbox_params(lanes, keys)
+        params.update(now=clock.now())
+        if process_id:
+            params["process_id"] = process_id
         with self.db.read() as session:
             total = self._inbox_total(session, lanes, keys, process_id, overdue, params)
             rows: list = []
             offset, wanted = (page - 1) * per_page, page * per_page
             if total > offset:
-                params.update({f"lane_{i}": lane for i, lane in enumerate(lanes)})
-                params.update({f"key_{i}": key for i, key in enumerate(keys)})
                 params.update(wanted=wanted, offset=offset, per_page=per_page)
                 statement = _inbox_page_statement(len(lanes), len(keys), bool(process_id), overdue)
-                rows = list(session.execute(statement, params))
+                rows = [_InboxRow(*found) for found in fastsql.fetch_all(session, statement, params)]
         return InboxPage(rows, total, page, per_page)
 
     @staticmethod
@@ -450,12 +451,14 @@ class Engine:
         """COUNT(*) straight on the table: answered from ix_human_task_inbox alone."""
         if not lanes or not keys:
             return 0
-        return session.scalar(_inbox_count_statement(bool(process_id), overdue), params) or 0
+        found = fastsql.fetch_one(session, _inbox_count_statement(len(lanes), len(keys), bool(process_id), overdue),
+                                  params)
+        return (found[0] if found else 0) or 0
 
     def inbox_count(self, user: User) -> int:
         lanes, keys = sorted(set(user.roles or [])), list(dict.fromkeys(user.scope_keys()))
         with self.db.read() as session:
-            return self._inbox_total(session, lanes, keys, None, False, {"lanes": lanes, "keys": keys})
+            return self._inbox_total(session, lanes, keys, None, False, _inbox_params(lanes, keys))
 
     def may_act(self, user: User, row: HumanTask) -> bool:
         return bool(user.active) and authz.may_act(user.roles or [], user.scope_keys(), row.lane, row.scope)
@@ -1051,13 +1054,26 @@ def _inbox_filters(with_process: bool, overdue: bool) -> list:
     return extra
 
 
-def _inbox_count_statement(with_process: bool, overdue: bool):
-    key = ("count", with_process, overdue)
+def _inbox_params(lanes: list, keys: list) -> dict:
+    params = {f"lane_{i}": lane for i, lane in enumerate(lanes)}
+    params.update({f"key_{i}": key for i, key in enumerate(keys)})
+    return params
+
+
+# an inbox row: every human_task column, by name (read-only)
+_InboxRow = namedtuple("_InboxRow", [column.key for column in HumanTask.__table__.columns])
+
+
+def _inbox_count_statement(lanes: int, keys: int, with_process: bool, overdue: bool):
+    key = ("count", lanes, keys, with_process, overdue)
     statement = _INBOX_SHAPES.get(key)
     if statement is None:
-        statement = _INBOX_SHAPES[key] = select(func.count()).select_from(_HT).where(
-            _HT.c.status == "open", _HT.c.lane.in_(bindparam("lanes", expanding=True)),
-            _HT.c.scope.in_(bindparam("keys", expanding=True)), *_inbox_filters(with_process, overdue))
+        statement = select(func.count()).select_from(_HT).where(
+            _HT.c.status == "open", _HT.c.lane.in_([bindparam(f"lane_{i}") for i in range(lanes)]),
+            _HT.c.scope.in_([bindparam(f"key_{j}") for j in range(keys)]), *_inbox_filters(with_process, overdue))
+        if len(_INBOX_SHAPES) > 512:
+            _INBOX_SHAPES.clear()
+        _INBOX_SHAPES[key] = statement
     return statement
 
 

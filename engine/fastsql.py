@@ -50,7 +50,7 @@ def _connection(session: Session) -> tuple:
 
 
 class _Prepared:
-    __slots__ = ("sql", "names", "processors", "pairs", "results")
+    __slots__ = ("sql", "names", "processors", "pairs", "results", "fixed")
 
     def __init__(self, statement, dialect, keys: tuple):
         compiled = statement.compile(dialect=dialect, column_keys=list(keys))
@@ -61,6 +61,9 @@ class _Prepared:
         # a bind's processor (TypeDecorator chains included), or None for values passed as they are
         self.processors = [compiled.binds[name].type._cached_bind_processor(dialect) for name in self.names]
         self.pairs = list(zip(self.names, self.processors))
+        # values written into the statement itself (status == "open"): not given by the caller
+        self.fixed = {name: compiled.binds[name].effective_value for name in self.names
+                      if name not in keys and compiled.binds[name].value is not None}
         # for a SELECT: each result column's processor (SQLite's text dates, JSON), or None
         self.results = [entry.type._cached_result_processor(dialect, None)
                         for entry in getattr(compiled, "_result_columns", None) or []]
@@ -79,6 +82,8 @@ def _prepared(statement, dialect, keys: tuple) -> _Prepared:
 
 
 def _args(prepared: _Prepared, params: dict) -> tuple:
+    if prepared.fixed:
+        params = {**prepared.fixed, **params}
     return tuple([params[name] if process is None else process(params[name]) for name, process in prepared.pairs])
 
 
@@ -104,6 +109,20 @@ def fetch_one(session: Session, statement, params: dict) -> Optional[tuple]:
         return None
     return tuple(value if process is None or value is None else process(value)
                  for value, process in zip(found, prepared.results))
+
+
+def fetch_all(session: Session, statement, params: dict) -> list:
+    """All rows of a prepared SELECT (tuples), values converted as SQLAlchemy converts them."""
+    driver, dialect = _connection(session)
+    if dialect.name != "sqlite":
+        return [tuple(row) for row in session.execute(statement, params)]
+    prepared = _prepared(statement, dialect, tuple(params))
+    rows = driver.execute(prepared.sql, _args(prepared, params)).fetchall()
+    results = prepared.results
+    if not any(results):
+        return rows
+    return [tuple([value if process is None or value is None else process(value)
+                   for value, process in zip(row, results)]) for row in rows]
 
 
 def execute_many(session: Session, statement, rows: list[dict]) -> None:
