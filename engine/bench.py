@@ -864,7 +864,9 @@ class Bench:
         from .models import HumanTask, Instance, MessageWait
         table, tasks, waits = Instance.__table__, HumanTask.__table__, MessageWait.__table__
         from . import state as state_format
-        text = state_format.decompress(template["row"]["state"]).decode("utf-8")
+        # (frame by frame: finished sub-processes keep frames of their own, as the engine saves them)
+        texts = [text.decode("utf-8") for _, text in state_format.frames(template["row"]["state"])]
+        text = "".join(texts)
         ids = sorted(set(re.findall(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", text)))
         pattern = re.compile("|".join(re.escape(i) for i in ids))
         created: list[int] = []
@@ -874,8 +876,8 @@ class Bench:
                 for _ in range(min(2000, count - chunk)):
                     mapping = {old: str(uuid.uuid4()) for old in ids}
                     row = dict(template["row"], next_timer_at=next_timer_at)
-                    row["state"] = state_format.compress(
-                        pattern.sub(lambda m: mapping[m.group(0)], text).encode("utf-8"))
+                    row["state"] = state_format.compress_frames(
+                        [pattern.sub(lambda m: mapping[m.group(0)], part).encode("utf-8") for part in texts])
                     rows.append(row)
                     humans.append([{**t, "id": mapping[t["id"]]} for t in template["tasks"]])
                 new_ids = conn.execute(insert(table).returning(table.c.id), rows).scalars().all()

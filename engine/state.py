@@ -144,6 +144,12 @@ def compress(text: bytes) -> bytes:
     return _compressor().compress(text)
 
 
+def compress_frames(texts: list) -> bytes:
+    """A state from the texts of its frames (as frames() gives them), compressed as dump does."""
+    return b"".join([compress(text) if index == 0 else _compress_tail(text[1:])
+                     for index, text in enumerate(texts)])
+
+
 def _compress_tail(block: bytes) -> bytes:
     c = getattr(_threads, "tail", None)
     if c is None:
