@@ -168,6 +168,7 @@ class Database:
     def _on_held(self, held: _Held, maker, mode: str) -> Iterator[Session]:
         connection = held.connection
         held.busy = True
+        session = None
         try:
             if connection.get_execution_options().get("sqlite_begin") != mode:
                 connection.execution_options(sqlite_begin=mode)  # read by _sqlite_begin
@@ -179,7 +180,6 @@ class Database:
             session.info.clear()
             held.sessions[maker] = session
         except BaseException:
-            session = locals().get("session")
             if session is not None:
                 session.close()  # not used again
             if connection.in_transaction() or connection.invalidated:

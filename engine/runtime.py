@@ -765,10 +765,10 @@ def waiting_messages(workflow: BpmnWorkflow) -> list[tuple[str, dict]]:
     result = []
     # workflow.waiting_events(), details made only for the message events (it made them for every
     # waiting event, timers included)
-    pendings = [task.task_spec.event_definition.details(task) for task in workflow.event_manager.tasks.values()
-                if type(task.task_spec.event_definition).__name__.endswith("MessageEventDefinition")]
-    for pending in pendings:
-        if pending.event_type.endswith("MessageEventDefinition"):
+    for task in workflow.event_manager.tasks.values():
+        definition = task.task_spec.event_definition
+        if type(definition).__name__.endswith("MessageEventDefinition"):  # (details' event_type)
+            pending = definition.details(task)
             correlations = getattr(pending, "correlations", None) or {}
             if not isinstance(correlations, dict):
                 correlations = {}

@@ -35,7 +35,6 @@ are still read.
 from __future__ import annotations
 
 import json
-import json.scanner
 import math
 import os
 import threading
@@ -71,7 +70,6 @@ _WAITING = TaskState.WAITING
 # when its state changes; predicted tasks (MAYBE, LIKELY, FUTURE) likewise. (The tests check every
 # save against a full encoding: CHECK_ENV.)
 _ALWAYS = TaskState.READY | TaskState.STARTED
-_scan = json.scanner.make_scanner(json.JSONDecoder())
 _MISSING = object()
 _threads = threading.local()
 
@@ -279,16 +277,6 @@ class Codec:
         converted = self.registry.convert(self.registry.clean(data))
         text = self.encode(converted)
         return text, not converted or json.loads(text) == converted
-
-    def _workflow_header(self, one) -> dict:
-        return {
-            "root": str(one.task_tree.id) if one.task_tree is not None else None,
-            "data": self.registry.convert(self.registry.clean(one.data)),
-            "correlations": one.correlations,
-            "last_task": str(one.last_task.id) if one.last_task is not None else None,
-            "success": one.success,
-            "completed": one.completed,
-        }
 
     def _dump_tasks(self, one, parts: list, fresh: bool = False) -> int:
         """Append a line per task of one workflow; returns their number.
