@@ -44,6 +44,7 @@ from operator import is_not as _is_not
 from typing import Optional
 from uuid import UUID
 
+import orjson
 import zstandard
 from SpiffWorkflow import TaskState
 from SpiffWorkflow.bpmn import BpmnWorkflow
@@ -72,6 +73,28 @@ _WAITING = TaskState.WAITING
 _ALWAYS = TaskState.READY | TaskState.STARTED
 _MISSING = object()
 _threads = threading.local()
+
+
+# ---------------------------------------------------------------------- parsing
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_NUMBER = b"0" * 19  # (as _DIGITS_AS_ZERO writes a run of 19 digits)
+
+
+def parse_json(text: bytes):
+    """json.loads(text), by orjson wherever that gives the same value (it parses state text 2-3x
+    faster; loads of instances are most of a timer sweep).
+
+    orjson refuses some of what json.dumps writes and json.loads reads back (NaN, Infinity, lone
+    surrogates); json.loads reads those. It would read an integer beyond 64 bits as a float, so a
+    text with 19 digits in a row (maybe such an integer, maybe digits in a string) goes to
+    json.loads too.
+    """
+    if _LONG_NUMBER in text.translate(_DIGITS_AS_ZERO):
+        return json.loads(text)
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 class StateError(RuntimeError):
@@ -295,7 +318,7 @@ class Codec:
         changed: set = set()  # int ids of tasks whose stored data may have changed in this save
         encoded: set = set()  # int ids of tasks encoded in this save
         encode = self.encode
-        loads = json.loads
+        loads, parse = json.loads, parse_json
         append = parts.append
         for task_id, task in tasks.items():
             attrs = task.__dict__
@@ -348,10 +371,10 @@ class Codec:
                             ",", internal_text, "]"])
             # (a lone surrogate, possible in text from a script, is kept as it is, and read back so)
             head = prefix + rest.encode("utf-8", "surrogatepass")
-            if self.round_trip_ok and ((value[0] and loads(payload) != value)
+            payload = payload.encode("utf-8", "surrogatepass")
+            if self.round_trip_ok and ((value[0] and parse(payload) != value)
                                        or (internal and loads(internal_text) != internal)):
                 self.round_trip_ok = False
-            payload = payload.encode("utf-8", "surrogatepass")
             line = head + b"\t" + payload
             # a finished task's data is what was just encoded, and it is not changed in place again
             # (merges and scripts work on copies; the tests' check mode compares every save)
@@ -399,7 +422,7 @@ class Codec:
         # Every line parsed in one call: a task line (head TAB data; JSON never holds a raw tab or
         # newline) becomes [head, data], the header [header]. (A call per line cost more than
         # the parsing.)
-        rows = json.loads(b"[[" + text.replace(b"\t", b",").replace(b"\n", b"],[") + b"]]")
+        rows = parse_json(b"[[" + text.replace(b"\t", b",").replace(b"\n", b"],[") + b"]]")
         any_typed = b'"typename"' in text  # (else no line needs the restoring walk)
         header = rows[0][0]
         typed = b'"typename"' in lines[0]  # (otherwise workflow data needs no restoring walk)
@@ -583,7 +606,7 @@ _runtime_module = None
 def _apply(codec: Codec, payload: bytes, base: Optional[dict]) -> Optional[dict]:
     """The data a task line's data part gives over its parent's data (`base`); None if it needs a
     base and has none. The result shares values with `base` (as loaded data does)."""
-    first, deletions = json.loads(payload)
+    first, deletions = parse_json(payload)
     first = codec.restore(first, b'"typename"' in payload)
     if deletions is None:
         return first

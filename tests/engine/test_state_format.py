@@ -332,6 +332,64 @@ def test_a_task_line_stores_exactly_what_its_data_adds_to_its_parents():
     assert _delta(reordered, parent) == [{"a": 2}, []]
 
 
+def test_state_text_is_parsed_to_exactly_what_json_loads_gives():
+    """Loads parse state text with orjson where it gives the same value as json.loads, and with
+    json.loads where it would not (NaN and Infinity, lone surrogates, integers beyond 64 bits
+    that orjson would read as floats)."""
+    import random
+    from engine.state import parse_json
+    rng = random.Random(7)
+    floats = [rng.uniform(-1e6, 1e6) for _ in range(300)] + [rng.random() * 10 ** rng.randint(-300, 300)
+                                                            for _ in range(300)]
+    values = [
+        {"a": 1, "b": [1.5, -0.0, None, True, False], "c": "天山 ✓", "d": {"e": []}},
+        floats,
+        [2 ** 63 - 1, -2 ** 63, 2 ** 64 - 1, 2 ** 64, -2 ** 63 - 1, 10 ** 30, -10 ** 40, 1796034432.0971427],
+        ["1234567890123456789012 digits in a string", 12345678901234567],
+        [float("nan"), float("inf"), float("-inf")],
+        ["lone \ud800 surrogate", {"k\udfff": 1}],
+    ]
+    for value in values:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
+        got, expected = parse_json(text), json.loads(text)
+        assert json.dumps(got) == json.dumps(expected)  # (NaN != NaN: compared as text)
+        assert [type(x) for x in got] == [type(x) for x in expected]
+    big = parse_json(b"[18446744073709551616,-9223372036854775809]")
+    assert big == [18446744073709551616, -9223372036854775809] and all(type(x) is int for x in big)
+
+
+def test_values_orjson_cannot_read_survive_a_save_and_load(tmp_path, clock):
+    """Task data with an integer beyond 64 bits, NaN and a lone surrogate is stored and loaded back
+    as it was (such text is read by json.loads)."""
+    import math
+    from engine import runtime
+    engine = deployed_engine(tmp_path, "approval.bpmn")
+    org = add_organisation(engine, kind="enterprise", name="甲", credit_code="91350100M000100Y43",
+                           division_code="650102")
+    instance_id = engine.start("approval", actor="x", data={
+        "enterprise_id": org, "jurisdiction_code": "650102", "published_on": "2025-01-31"})
+    with engine.db.read() as session:
+        loaded = engine._load(session, instance_id, lock=False)
+        task = runtime.ready_user_tasks(loaded.workflow)[0]
+        spec_bundle = engine._specs(session, loaded.row.version_id)
+        subs = engine._subprocess_specs(session, loaded.row.version_id, loaded.row.called_versions or {})
+
+        def saved_and_loaded(values: dict) -> dict:
+            task.data.update(values)
+            state = runtime.dump_state(loaded.workflow)
+            again = runtime.load_state(state, spec_bundle[1], subs, engine.script_engine(session))
+            return again.get_task_from_id(task.id).data
+
+        data = saved_and_loaded({"big": 2 ** 70, "negative": -2 ** 64})  # (each kind in a state of its own)
+        assert data["big"] == 2 ** 70 and type(data["big"]) is int
+        assert data["negative"] == -2 ** 64 and type(data["negative"]) is int
+        data = saved_and_loaded({"big": 1, "negative": -1, "nan": float("nan")})
+        assert math.isnan(data["nan"])
+        del task.data["nan"]
+        assert saved_and_loaded({"text": "a\ud800b"})["text"] == "a\ud800b"
+    engine.db.dispose()
+
+
 def test_task_lines_are_written_as_the_json_encoder_writes_them(tmp_path, clock):
     """The head of a task line is put together by hand (ids, times, states): it must be exactly
     the text json.dumps gives for the same values, so that any reader of the format agrees."""
