@@ -361,6 +361,22 @@ _TYPENAME_RE = re.compile(rb'"typename"\s*:\s*"([^"\\]*)"')
 _load_flags = threading.local()
 
 
+class _ReadId(UUID):
+    """A task id read from a state: a UUID that keeps the text it was read from, which the next
+    save writes again without printing the UUID. (Equal to, and hashed as, the plain UUID.)"""
+
+    __slots__ = ("text",)
+
+    def __str__(self) -> str:
+        try:
+            return self.text
+        except AttributeError:  # (a copy: copies carry the number only)
+            return UUID.__str__(self)
+
+    def __repr__(self) -> str:
+        return f"UUID('{self}')"
+
+
 def _uuid(text: str) -> UUID:
     """UUID(text), parsed once per process (ids repeat in every load of an instance)."""
     value = _UUIDS.get(text)
@@ -369,14 +385,11 @@ def _uuid(text: str) -> UUID:
             _UUIDS.clear()
         if len(text) == 36 and text[8] == text[13] == text[18] == text[23] == "-":
             # what UUID(text) builds, without its general parsing (ids are always this form)
-            value = _new_uuid(UUID)
-            number = int(text.replace("-", ""), 16)
-            _set_attr(value, "int", number)
+            value = _new_uuid(_ReadId)
+            _set_attr(value, "int", int(text.replace("-", ""), 16))
             _set_attr(value, "is_safe", _UNKNOWN_SAFETY)
-            if text.islower():  # its text as str() prints it: known for the next save
-                if len(_UUID_TEXT) > 200_000:
-                    _UUID_TEXT.clear()
-                _UUID_TEXT[number] = text
+            # (ids are written lower-case; str.islower costs more than the rest together)
+            _set_attr(value, "text", text if text.lower() == text else str(value))
         else:
             value = UUID(text)
         _UUIDS[text] = value
@@ -389,7 +402,11 @@ _UNKNOWN_SAFETY = SafeUUID.unknown  # (an enum member: looked up once, not on ev
 
 
 def _text(value: UUID) -> str:
-    """str(uuid), printed once per process (keyed by the integer: UUID.__hash__ is Python code)."""
+    """str(uuid): kept by ids read from a state, printed once per process for new ones (keyed by
+    the integer: UUID.__hash__ is Python code)."""
+    text = getattr(value, "text", None)
+    if text is not None:
+        return text
     key = value.int
     text = _UUID_TEXT.get(key)
     if text is None:
@@ -490,6 +507,8 @@ serializer = _make_serializer()
 # encoder), so that a save never flips a flag that another thread's spec serialisation reads.
 _dump_serializer = _make_serializer()
 _dump_serializer.registry._encoder_mode = True
+for _registry in (serializer.registry, _dump_serializer.registry):  # (an id in data is stored as a UUID)
+    _registry.typenames[_ReadId] = _registry.typenames[UUID]
 
 
 def spec_to_json(spec, subprocess_specs: dict) -> str:

@@ -390,6 +390,23 @@ def test_values_orjson_cannot_read_survive_a_save_and_load(tmp_path, clock):
     engine.db.dispose()
 
 
+def test_task_ids_read_from_a_state_behave_as_uuids_and_keep_their_text():
+    """Ids read from a state keep the text they were read from (the next save writes it without
+    printing the UUID): equal to and hashed as the UUID, printed as it prints, upper-case text
+    written in the canonical lower case, copies printed right."""
+    import copy
+    from engine import runtime
+    text = "0a94c30a-010e-4aac-be2b-c7144c0c8552"
+    read = runtime._uuid(text)
+    plain = UUID(text)
+    assert read == plain and plain == read and hash(read) == hash(plain) and {plain: 1}[read] == 1
+    assert str(read) == runtime._text(read) == text and repr(read) == repr(plain)
+    upper = runtime._uuid(text.upper().replace("0A94", "0B94"))
+    assert str(upper) == runtime._text(upper) == str(UUID(text.replace("0a94", "0b94")))
+    for copied in (copy.copy(read), copy.deepcopy(read)):
+        assert copied == plain and str(copied) == runtime._text(copied) == text
+
+
 def test_task_lines_are_written_as_the_json_encoder_writes_them(tmp_path, clock):
     """The head of a task line is put together by hand (ids, times, states): it must be exactly
     the text json.dumps gives for the same values, so that any reader of the format agrees."""
