@@ -161,14 +161,20 @@ def test_the_mandatory_audit_saves_and_loads_exactly_as_spiffworkflow_does(check
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def test_a_state_with_typed_values_restores_them(tmp_path, clock):
-    """Datetimes in task data (which SpiffWorkflow stores with a typename) survive save and load."""
-    from engine import runtime
+def started_approval(tmp_path):
+    """An engine with the `approval` fixture deployed and one instance of it started."""
     engine = deployed_engine(tmp_path, "approval.bpmn")
     org = add_organisation(engine, kind="enterprise", name="甲", credit_code="91350100M000100Y43",
                            division_code="650102")
     instance_id = engine.start("approval", actor="x", data={
         "enterprise_id": org, "jurisdiction_code": "650102", "published_on": "2025-01-31"})
+    return engine, instance_id
+
+
+def test_a_state_with_typed_values_restores_them(tmp_path, clock):
+    """Datetimes in task data (which SpiffWorkflow stores with a typename) survive save and load."""
+    from engine import runtime
+    engine, instance_id = started_approval(tmp_path)
     with engine.db.read() as session:
         loaded = engine._load(session, instance_id, lock=False)
         task = runtime.ready_user_tasks(loaded.workflow)[0]
@@ -188,11 +194,7 @@ def test_a_workflow_is_kept_in_memory_only_when_loading_its_state_would_give_it_
     """Tuples, non-text keys, sets and datetimes change in a save and load: such a workflow is
     loaded again from its state next time instead of being reused."""
     from engine import runtime
-    engine = deployed_engine(tmp_path, "approval.bpmn")
-    org = add_organisation(engine, kind="enterprise", name="甲", credit_code="91350100M000100Y43",
-                           division_code="650102")
-    instance_id = engine.start("approval", actor="x", data={
-        "enterprise_id": org, "jurisdiction_code": "650102", "published_on": "2025-01-31"})
+    engine, instance_id = started_approval(tmp_path)
     with engine.db.read() as session:
         workflow = engine._load(session, instance_id, lock=False).workflow
     task = runtime.ready_user_tasks(workflow)[0]
@@ -363,11 +365,7 @@ def test_values_orjson_cannot_read_survive_a_save_and_load(tmp_path, clock):
     as it was (such text is read by json.loads)."""
     import math
     from engine import runtime
-    engine = deployed_engine(tmp_path, "approval.bpmn")
-    org = add_organisation(engine, kind="enterprise", name="甲", credit_code="91350100M000100Y43",
-                           division_code="650102")
-    instance_id = engine.start("approval", actor="x", data={
-        "enterprise_id": org, "jurisdiction_code": "650102", "published_on": "2025-01-31"})
+    engine, instance_id = started_approval(tmp_path)
     with engine.db.read() as session:
         loaded = engine._load(session, instance_id, lock=False)
         task = runtime.ready_user_tasks(loaded.workflow)[0]
