@@ -7,6 +7,7 @@ import threading
 import pytest
 from sqlalchemy import text
 
+from engine import fastsql
 from engine.db import Database
 
 
@@ -56,7 +57,9 @@ def test_a_session_is_empty_when_reused(db):
         session.info["marker"] = 1
         session.execute(text("INSERT INTO item (name) VALUES ('x')"))
     with db.transaction() as session:
-        assert session.info == {}
+        # nothing the last transaction left (the only key is fastsql's note of the connection)
+        assert "marker" not in session.info
+        assert set(session.info) <= {fastsql.CONNECTION_KEY}
         assert len(session.identity_map) == 0
 
 
@@ -126,3 +129,49 @@ def test_the_migrations_build_the_schema_the_models_describe(tmp_path):
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     database.dispose()
     assert differences == []
+
+
+def test_commit_callbacks_run_after_a_commit_and_never_after_a_failure(db):
+    seen = []
+    db.on_commit(lambda session: seen.append(session.info.get("marker")))
+    with db.transaction() as session:
+        session.info["marker"] = "committed"
+        session.execute(text("INSERT INTO item (name) VALUES ('a')"))
+    with pytest.raises(RuntimeError):
+        with db.transaction() as session:
+            session.info["marker"] = "failed"
+            raise RuntimeError("the action failed")
+    with db.read() as session:
+        session.info["marker"] = "read"
+    assert seen == ["committed", "read"]
+
+
+def test_pending_orm_changes_are_written_at_commit_and_dropped_on_failure(tmp_path):
+    from engine.models import Base, Division  # a real mapped table
+
+    def division(code, name):
+        return Division(code=code, parent="650000", level="county", name_zh=name, name_en=name)
+
+    def names(database):
+        with database.read() as session:
+            found = list(session.scalars(text("SELECT name_zh FROM division ORDER BY code")))
+            assert len(session.identity_map) == 0
+            return found
+
+    database = Database(f"sqlite:///{tmp_path / 'orm.sqlite'}")
+    Base.metadata.create_all(database.engine)
+    try:
+        with database.transaction() as session:  # added, never flushed by the caller
+            session.add(division("650102", "天山区"))
+        with pytest.raises(RuntimeError):
+            with database.transaction() as session:
+                session.add(division("650103", "lost"))
+                session.flush()  # written inside the transaction, then rolled back
+                raise RuntimeError("the action failed")
+        # the reader's Session was thrown away with the writer's: a new one reads
+        assert names(database) == ["天山区"]
+        with database.transaction() as session:  # and the connection still works
+            session.add(division("650104", "新市区"))
+        assert names(database) == ["天山区", "新市区"]
+    finally:
+        database.dispose()
