@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import operator
 import re
 import threading
 import zlib
@@ -56,7 +57,11 @@ def install() -> None:
         # Completing any task walks the whole tree for WAITING tasks: O(n^2) over a long loop.
         from SpiffWorkflow.workflow import Workflow
         from SpiffWorkflow.task import Task
-        Task._state = property(_get_task_state, _set_task_state)
+        # A task's state is read hundreds of times per action (every scan for READY or WAITING
+        # tasks): read straight from the task's dict in C (operator.attrgetter) rather than through
+        # SpiffWorkflow's `state` property and a second Python-level one.
+        Task._state = property(_STATE_OF, _set_task_state)
+        Task.state = property(_STATE_OF, Task.state.fset, doc=Task.state.__doc__)
         original_remove = Workflow._remove_task
 
         def _remove_task(self, task_id):
@@ -288,8 +293,8 @@ def _live(workflow) -> dict:
     return live
 
 
-def _get_task_state(task) -> int:
-    return task.__dict__["_cleanaudit_state"]
+# A task's state, kept in its dict (read in C; set through _set_task_state, which keeps the index)
+_STATE_OF = operator.attrgetter("_cleanaudit_state")
 
 
 def _set_task_state(task, value: int) -> None:
