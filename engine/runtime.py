@@ -66,6 +66,7 @@ def install() -> None:
 
         def _remove_task(self, task_id):
             _live(self).pop(task_id, None)
+            _astir(self).pop(task_id, None)
             original_remove(self, task_id)
 
         Workflow._remove_task = _remove_task
@@ -285,12 +286,23 @@ def _resolve_data_object_ref(self, ref):
 
 
 # Every workflow keeps an index of its unfinished tasks, so that finding READY and WAITING tasks
-# costs the number of live tasks, not the size of the tree (which grows with every loop iteration).
+# costs the number of live tasks, not the size of the tree (which grows with every loop iteration);
+# and, within it, one of its READY and WAITING tasks: the searches for those (several per action)
+# then skip the predicted tasks (FUTURE, LIKELY, MAYBE), most of a workflow's unfinished ones.
+_ASTIR = TaskState.READY | TaskState.WAITING
 def _live(workflow) -> dict:
     live = workflow.__dict__.get("_cleanaudit_live")
     if live is None:
         live = workflow.__dict__["_cleanaudit_live"] = {}
     return live
+
+
+def _astir(workflow) -> dict:
+    """The workflow's READY and WAITING tasks (id -> task), kept with the live-task index."""
+    astir = workflow.__dict__.get("_cleanaudit_astir")
+    if astir is None:
+        astir = workflow.__dict__["_cleanaudit_astir"] = {}
+    return astir
 
 
 # A task's state, kept in its dict (read in C; set through _set_task_state, which keeps the index)
@@ -299,10 +311,15 @@ _STATE_OF = operator.attrgetter("_cleanaudit_state")
 
 def _set_task_state(task, value: int) -> None:
     task.__dict__["_cleanaudit_state"] = value
+    workflow = task.workflow
     if value & TaskState.FINISHED_MASK:
-        _live(task.workflow).pop(task.id, None)
+        _live(workflow).pop(task.id, None)
     else:
-        _live(task.workflow)[task.id] = task
+        _live(workflow)[task.id] = task
+    if value & _ASTIR:
+        _astir(workflow)[task.id] = task
+    else:
+        _astir(workflow).pop(task.id, None)
 
 
 def _is_completed(self) -> bool:
@@ -315,6 +332,11 @@ def _is_completed(self) -> bool:
 def live_tasks(workflow) -> list:
     """The workflow's unfinished tasks (its own, not its sub-processes')."""
     return list(_live(workflow).values())
+
+
+def astir_tasks(workflow) -> list:
+    """The workflow's READY and WAITING tasks (its own, not its sub-processes')."""
+    return list(_astir(workflow).values())
 
 
 def _in_creation_order(workflow, tasks: list) -> list:
@@ -344,7 +366,7 @@ def _all_workflows(workflow) -> list:
 
 def _update_waiting_tasks(self) -> None:
     """Update all WAITING tasks, found in the live-task index rather than by walking the tree."""
-    for task in _in_creation_order(self, [t for t in live_tasks(self) if t.state == TaskState.WAITING]):
+    for task in _in_creation_order(self, [t for t in astir_tasks(self) if t.state == TaskState.WAITING]):
         if task.state == TaskState.WAITING:
             task.task_spec._update(task)
 
@@ -711,7 +733,7 @@ def ready_user_tasks(workflow: BpmnWorkflow) -> list:
     """READY manual (user) tasks, sub-processes included (from the live-task index, no tree walk)."""
     ready = []
     for one in _all_workflows(workflow):
-        ready += _in_creation_order(one, [t for t in live_tasks(one)
+        ready += _in_creation_order(one, [t for t in astir_tasks(one)
                                           if t.state == TaskState.READY and t.task_spec.manual])
     return ready
 
@@ -720,7 +742,7 @@ def waiting_tasks(workflow: BpmnWorkflow) -> list:
     """WAITING tasks, sub-processes included (from the live-task index, no tree walk)."""
     waiting = []
     for one in _all_workflows(workflow):
-        waiting += _in_creation_order(one, [t for t in live_tasks(one) if t.state == TaskState.WAITING])
+        waiting += _in_creation_order(one, [t for t in astir_tasks(one) if t.state == TaskState.WAITING])
     return waiting
 
 
@@ -765,7 +787,7 @@ def next_timer_at(workflow: BpmnWorkflow) -> Optional[datetime]:
     """The earliest due time of every waiting timer (boundary, intermediate, gateway, sub-process)."""
     times = []
     # (the earliest of them: their order does not matter, unlike waiting_tasks')
-    waiting = [task for one in _all_workflows(workflow) for task in _live(one).values()
+    waiting = [task for one in _all_workflows(workflow) for task in _astir(one).values()
                if task.state == TaskState.WAITING]
     for task in waiting:
         definition = getattr(task.task_spec, "event_definition", None)
@@ -848,7 +870,7 @@ def _ready_engine_tasks(workflow) -> list:
     # SpiffWorkflow walks the whole task tree from the root to find READY tasks, once per step:
     # a loop of n iterations then costs O(n^2) tree walks. Scanning the flat task map is the same
     # search without the walk (creation order stands in for depth-first order).
-    return _in_creation_order(workflow, [t for t in live_tasks(workflow)
+    return _in_creation_order(workflow, [t for t in astir_tasks(workflow)
                                          if t.state == TaskState.READY and not t.task_spec.manual])
 
 

@@ -263,6 +263,7 @@ class Codec:
         data = b"\n".join(parts)
         if self.check:
             self._check(order + tail_order, b"\n".join([data] + tail_blocks))
+            _check_indexes(workflow)
         return b"".join([compress(data)] + tail_frames)
 
     def _header_entry(self, one, count: int, top: bool) -> tuple:
@@ -474,12 +475,14 @@ class Codec:
     def _load_tasks(self, one, top, lines: list, rows: list, start: int, entry: dict, any_typed: bool = True) -> int:
         runtime = _runtime()
         _inherited, _live, uuid_of = runtime._inherited, runtime._live, runtime._uuid
+        astir_states = runtime._ASTIR
         known_uuid = runtime._UUIDS.get  # (a hit needs no call of uuid_of)
         count = entry["n"]
         specs = one.spec.task_specs
         tasks: dict = {}
         one.tasks = tasks
         live = _live(one)
+        astir = runtime._astir(one)
         events = top.event_manager
         restore = self.restore_registry.restore
         thread_id = Task.thread_id_pool
@@ -527,6 +530,8 @@ class Codec:
             tasks[uid] = task
             if not state & _FINISHED:
                 live[uid] = task
+                if state & astir_states:
+                    astir[uid] = task
                 if state == _WAITING and isinstance(task_spec, CatchingEvent):
                     events.add_task(task)
         return start + count
@@ -558,6 +563,20 @@ class Codec:
                     raise StateError(f"incremental save differs from a full one at task line {index}: "
                                      f"{a!r} != {b!r}")
             raise StateError("incremental save differs from a full one (number of tasks)")
+
+
+def _check_indexes(workflow) -> None:
+    """Check mode: each workflow's indexes of unfinished and of READY/WAITING tasks hold exactly
+    the tasks a walk over all its tasks finds."""
+    runtime = _runtime()
+    for one in _workflows(workflow):
+        tasks = one.tasks
+        live = {key for key, task in tasks.items() if not task.state & _FINISHED}
+        astir = {key for key in live if tasks[key].state & runtime._ASTIR}
+        if set(runtime._live(one)) != live or set(runtime._astir(one)) != astir:
+            raise StateError(f"task indexes of {one.spec.name} differ from its tasks: live "
+                             f"{sorted(map(str, set(runtime._live(one)) ^ live))}, ready/waiting "
+                             f"{sorted(map(str, set(runtime._astir(one)) ^ astir))}")
 
 
 def _delta(data: dict, base: dict) -> list:
