@@ -6,7 +6,10 @@ encoding, and a save re-encodes only the tasks that changed.
 
 Format "cleanaudit-state/2" (zstd-compressed UTF-8 text, lines separated by "\\n"):
 
-    line 0    header: {"format": 2, "wf": {...}, "subs": [{...}, ...], "tail": k, "events": [...]}
+    line 0    header: {"format": 2, "digits": d, "wf": {...}, "subs": [{...}, ...], "tail": k, "events": [...]}
+              d is 1 when some number in the text may have 19 digits or more (which orjson would
+              read as a float: such a text is read by json.loads), else 0; headers written before
+              this key existed lack it, and their text is looked through on load
               each workflow entry: n (its number of task lines), root, data, correlations,
               last_task, success, completed; a sub-process also id (its task) and spec
     then      for the top workflow and each sub-process in header order, n task lines:
@@ -63,6 +66,10 @@ CHECK_ENV = "CLEANAUDIT_STATE_CHECK"
 _ENTRY = "_cleanaudit_line"  # on a task: its _Line
 _FINISHED_BLOCK = "_cleanaudit_finished_block"  # on a finished sub-process: its lines and header
 _HEADER = "_cleanaudit_header"  # on a workflow: its header entry as last saved (see _header_entry)
+# On a (top) workflow: True once any line of its state may have had 19 digits in a row (see dump)
+_LONG_DIGITS = "_cleanaudit_long_digits"
+# How a state's text starts when no number in it has 19 digits or more: its load need not look
+_SHORT_DIGITS_START = b'{"format":2,"digits":0,'
 _FINISHED = TaskState.FINISHED_MASK
 _WAITING = TaskState.WAITING
 # Tasks in these states change data and internal data without changing state (a multi-instance
@@ -89,7 +96,17 @@ def parse_json(text: bytes):
     text with 19 digits in a row (maybe such an integer, maybe digits in a string) goes to
     json.loads too.
     """
-    if _LONG_NUMBER in text.translate(_DIGITS_AS_ZERO):
+    return _parse(text, has_long_digits(text))
+
+
+def has_long_digits(text: bytes) -> bool:
+    """Whether the text has 19 digits in a row (then it may hold an integer orjson reads as a float)."""
+    return _LONG_NUMBER in text.translate(_DIGITS_AS_ZERO)
+
+
+def _parse(text: bytes, long_digits: bool):
+    """json.loads(text); by orjson unless the text has long digit runs (see parse_json)."""
+    if long_digits:
         return json.loads(text)
     try:
         return orjson.loads(text)
@@ -195,9 +212,27 @@ class Codec:
             one_shot = make({}, text_encoder.default, json.encoder.encode_basestring, None, ":", ",",
                             False, False, True)
             self._encode_text = lambda value: "".join(one_shot(value, 0))
-        self.round_trip_ok = True
         self.check = os.environ.get(CHECK_ENV) == "1"
         self._spec_texts: dict = {}  # task spec name -> its JSON text
+
+    # What one dump has found so far, per thread (one Codec serves every thread of a process)
+    @property
+    def round_trip_ok(self) -> bool:
+        """False once a line of the current dump did not come back equal from JSON."""
+        return getattr(_threads, "round_trip_ok", True)
+
+    @round_trip_ok.setter
+    def round_trip_ok(self, value: bool) -> None:
+        _threads.round_trip_ok = value
+
+    @property
+    def long_digits(self) -> bool:
+        """True once a line encoded by the current dump has 19 digits in a row (see dump)."""
+        return getattr(_threads, "long_digits", False)
+
+    @long_digits.setter
+    def long_digits(self, value: bool) -> None:
+        _threads.long_digits = value
 
     # ---- values
     def encode(self, value) -> str:
@@ -223,6 +258,10 @@ class Codec:
         tail_blocks: list[bytes] = []
         order, tail_order = [], []  # the workflows in the order of their lines (check mode)
         self.round_trip_ok = True
+        # whether some line may hold an integer orjson would misread (19 digits in a row): lines
+        # kept from earlier saves were looked at when they were encoded (or loaded), so this is
+        # known without reading the whole text again; a load of a text marked "digits":0 skips the look
+        self.long_digits = bool(workflow.__dict__.get(_LONG_DIGITS))
         for one in _workflows(workflow):
             kept = one.__dict__.get(_FINISHED_BLOCK) if one is not workflow else None
             if kept is not None and kept[0] == (len(one.tasks), one.completed, one.last_task):
@@ -255,15 +294,21 @@ class Codec:
                 subs.append(entry_text)
             order.append(one)
         # the header, put together from its parts (a finished sub-process's part is kept encoded)
-        parts[0] = "".join(['{"format":', str(FORMAT), ',"wf":', header_wf, ',"subs":[',
-                            ",".join(subs + tail_subs), '],"tail":', str(len(tail_subs)),
-                            ',"events":', self.encode(self.registry.convert(workflow.bpmn_events)),
-                            "}"]).encode("utf-8", "surrogatepass")
+        header = "".join([',"wf":', header_wf, ',"subs":[', ",".join(subs + tail_subs), '],"tail":',
+                          str(len(tail_subs)), ',"events":',
+                          self.encode(self.registry.convert(workflow.bpmn_events)),
+                          "}"]).encode("utf-8", "surrogatepass")
+        long_digits = self.long_digits or has_long_digits(header)
+        workflow.__dict__[_LONG_DIGITS] = long_digits
+        parts[0] = b'{"format":%d,"digits":%d' % (FORMAT, long_digits) + header
         workflow.__dict__["_cleanaudit_reusable"] = self.round_trip_ok
         data = b"\n".join(parts)
         if self.check:
-            self._check(order + tail_order, b"\n".join([data] + tail_blocks))
+            text = b"\n".join([data] + tail_blocks)
+            self._check(order + tail_order, text)
             _check_indexes(workflow)
+            if not long_digits:
+                _check_short_digits(text)
         return b"".join([compress(data)] + tail_frames)
 
     def _header_entry(self, one, count: int, top: bool) -> tuple:
@@ -319,7 +364,7 @@ class Codec:
         changed: set = set()  # int ids of tasks whose stored data may have changed in this save
         encoded: set = set()  # int ids of tasks encoded in this save
         encode = self.encode
-        loads, parse = json.loads, parse_json
+        loads = json.loads
         append = parts.append
         for task_id, task in tasks.items():
             attrs = task.__dict__
@@ -373,7 +418,14 @@ class Codec:
             # (a lone surrogate, possible in text from a script, is kept as it is, and read back so)
             head = prefix + rest.encode("utf-8", "surrogatepass")
             payload = payload.encode("utf-8", "surrogatepass")
-            if self.round_trip_ok and ((value[0] and parse(payload) != value)
+            # numbers are in the data's values and in internal data (the rest of the head is ids,
+            # a float and a small integer: never 19 digits in a row)
+            long_digits = bool(value[0]) and has_long_digits(payload)
+            if internal and not long_digits:
+                long_digits = has_long_digits(head)
+            if long_digits:
+                self.long_digits = True
+            if self.round_trip_ok and ((value[0] and _parse(payload, long_digits) != value)
                                        or (internal and loads(internal_text) != internal)):
                 self.round_trip_ok = False
             line = head + b"\t" + payload
@@ -423,13 +475,17 @@ class Codec:
         # Every line parsed in one call: a task line (head TAB data; JSON never holds a raw tab or
         # newline) becomes [head, data], the header [header]. (A call per line cost more than
         # the parsing.)
-        rows = parse_json(b"[[" + text.replace(b"\t", b",").replace(b"\n", b"],[") + b"]]")
+        joined = b"[[" + text.replace(b"\t", b",").replace(b"\n", b"],[") + b"]]"
+        # (a text its save marked as having no 19-digit run is not looked through again)
+        long_digits = not text.startswith(_SHORT_DIGITS_START) and has_long_digits(joined)
+        rows = _parse(joined, long_digits)
         any_typed = b'"typename"' in text  # (else no line needs the restoring walk)
         header = rows[0][0]
         typed = b'"typename"' in lines[0]  # (otherwise workflow data needs no restoring walk)
         if not isinstance(header, dict) or header.get("format") != FORMAT:
             raise StateError(f"unknown state format {header.get('format') if isinstance(header, dict) else None!r}")
         workflow = BpmnWorkflow(spec, subprocess_specs, deserializing=True)
+        workflow.__dict__[_LONG_DIGITS] = long_digits
         position = self._load_tasks(workflow, workflow, lines, rows, 1, header["wf"], any_typed)
         self._set_attributes(workflow, header["wf"], typed)
         created = {}
@@ -541,7 +597,7 @@ class Codec:
         """Check mode: the incremental save must load back exactly as a full re-encoding does
         (`order`: the workflows in the order the save wrote them)."""
         saved = {one: {tid: t.__dict__.get(_ENTRY) for tid, t in one.tasks.items()} for one in order}
-        round_trip_ok = self.round_trip_ok
+        round_trip_ok, long_digits = self.round_trip_ok, self.long_digits
         parts: list[bytes] = [b""]
         try:
             for one in order:
@@ -554,7 +610,7 @@ class Codec:
                         task.__dict__.pop(_ENTRY, None)
                     else:
                         task.__dict__[_ENTRY] = entry
-            self.round_trip_ok = round_trip_ok
+            self.round_trip_ok, self.long_digits = round_trip_ok, long_digits
         mine = _decode_tasks(text.split(b"\n")[1:], self)
         full = _decode_tasks(parts[1:], self)
         if mine != full:
@@ -563,6 +619,13 @@ class Codec:
                     raise StateError(f"incremental save differs from a full one at task line {index}: "
                                      f"{a!r} != {b!r}")
             raise StateError("incremental save differs from a full one (number of tasks)")
+
+
+def _check_short_digits(text: bytes) -> None:
+    """Check mode: a text marked "digits":0 reads the same by orjson as by json.loads."""
+    joined = b"[[" + text.replace(b"\t", b",").replace(b"\n", b"],[") + b"]]"
+    if json.dumps(_parse(joined, False)) != json.dumps(json.loads(joined)):
+        raise StateError('a state marked "digits":0 holds a number orjson reads differently')
 
 
 def _check_indexes(workflow) -> None:

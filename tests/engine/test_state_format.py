@@ -388,6 +388,69 @@ def test_values_orjson_cannot_read_survive_a_save_and_load(tmp_path, clock):
     engine.db.dispose()
 
 
+def test_a_state_says_whether_its_load_must_look_for_long_numbers(tmp_path, clock, monkeypatch):
+    """A save marks its text "digits":0 when no number in it can have 19 digits or more: its load
+    reads it by orjson without looking through it. A text holding such a number is marked
+    "digits":1, and one written before the mark existed is looked through; both load exactly."""
+    from engine import runtime
+    from engine import state as state_format
+    engine, instance_id = started_approval(tmp_path)
+    looked = []
+    real_look = state_format.has_long_digits
+    monkeypatch.setattr(state_format, "has_long_digits", lambda text: looked.append(len(text)) or real_look(text))
+    with engine.db.read() as session:
+        loaded = engine._load(session, instance_id, lock=False)
+        task = runtime.ready_user_tasks(loaded.workflow)[0]
+        spec_bundle = engine._specs(session, loaded.row.version_id)
+        subs = engine._subprocess_specs(session, loaded.row.version_id, loaded.row.called_versions or {})
+
+        def load(state):
+            looked.clear()
+            return runtime.load_state(state, spec_bundle[1], subs, engine.script_engine(session))
+
+        def unmarked(state) -> bytes:  # the same state as saved before the mark existed
+            texts = [text for _, text in state_format.frames(state)]
+            texts[0] = texts[0].replace(b'"digits":0,', b"", 1).replace(b'"digits":1,', b"", 1)
+            assert b'"digits"' not in texts[0]
+            return state_format.compress_frames(texts)
+
+        plain = runtime.dump_state(loaded.workflow)
+        assert state_format.decompress(plain).startswith(b'{"format":2,"digits":0,"wf":')
+        again = load(plain)
+        assert looked == []  # read by orjson at once
+        assert reference_dump(again) == reference_dump(reference_load(plain, spec_bundle[1], subs))
+        assert reference_dump(load(unmarked(plain))) == reference_dump(again)
+        assert looked  # an unmarked text is looked through
+
+        task.data["serial"] = 2 ** 70
+        marked = runtime.dump_state(loaded.workflow)
+        assert state_format.decompress(marked).startswith(b'{"format":2,"digits":1,"wf":')
+        for state in (marked, unmarked(marked)):
+            data = load(state).get_task_from_id(task.id).data
+            assert data["serial"] == 2 ** 70 and type(data["serial"]) is int
+    engine.db.dispose()
+
+
+def test_what_a_save_finds_out_belongs_to_its_own_thread():
+    """One codec serves every thread: whether the save under way round-trips (and may keep its
+    workflow in memory) must not be changed by a save running in another thread."""
+    import threading
+    from engine import runtime
+    codec = runtime._codec
+    codec.round_trip_ok, codec.long_digits = True, False
+    seen = []
+
+    def other_thread():
+        codec.round_trip_ok, codec.long_digits = False, True
+        seen.append((codec.round_trip_ok, codec.long_digits))
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join()
+    assert seen == [(False, True)]
+    assert (codec.round_trip_ok, codec.long_digits) == (True, False)
+
+
 def test_task_ids_read_from_a_state_behave_as_uuids_and_keep_their_text():
     """Ids read from a state keep the text they were read from (the next save writes it without
     printing the UUID): equal to and hashed as the UUID, printed as it prints, upper-case text
