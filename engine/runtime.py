@@ -290,6 +290,8 @@ def _resolve_data_object_ref(self, ref):
 # and, within it, one of its READY and WAITING tasks: the searches for those (several per action)
 # then skip the predicted tasks (FUTURE, LIKELY, MAYBE), most of a workflow's unfinished ones.
 _ASTIR = TaskState.READY | TaskState.WAITING
+
+
 def _live(workflow) -> dict:
     live = workflow.__dict__.get("_cleanaudit_live")
     if live is None:
@@ -329,11 +331,6 @@ def _is_completed(self) -> bool:
     return self.completed
 
 
-def live_tasks(workflow) -> list:
-    """The workflow's unfinished tasks (its own, not its sub-processes')."""
-    return list(_live(workflow).values())
-
-
 def astir_tasks(workflow) -> list:
     """The workflow's READY and WAITING tasks (its own, not its sub-processes')."""
     return list(_astir(workflow).values())
@@ -365,7 +362,7 @@ def _all_workflows(workflow) -> list:
 
 
 def _update_waiting_tasks(self) -> None:
-    """Update all WAITING tasks, found in the live-task index rather than by walking the tree."""
+    """Update all WAITING tasks, found in the ready/waiting index rather than by walking the tree."""
     for task in _in_creation_order(self, [t for t in astir_tasks(self) if t.state == TaskState.WAITING]):
         if task.state == TaskState.WAITING:
             task.task_spec._update(task)
@@ -730,7 +727,7 @@ def reusable(workflow) -> bool:
 
 
 def ready_user_tasks(workflow: BpmnWorkflow) -> list:
-    """READY manual (user) tasks, sub-processes included (from the live-task index, no tree walk)."""
+    """READY manual (user) tasks, sub-processes included (from the ready/waiting index, no tree walk)."""
     ready = []
     for one in _all_workflows(workflow):
         ready += _in_creation_order(one, [t for t in astir_tasks(one)
@@ -739,7 +736,7 @@ def ready_user_tasks(workflow: BpmnWorkflow) -> list:
 
 
 def waiting_tasks(workflow: BpmnWorkflow) -> list:
-    """WAITING tasks, sub-processes included (from the live-task index, no tree walk)."""
+    """WAITING tasks, sub-processes included (from the ready/waiting index, no tree walk)."""
     waiting = []
     for one in _all_workflows(workflow):
         waiting += _in_creation_order(one, [t for t in astir_tasks(one) if t.state == TaskState.WAITING])

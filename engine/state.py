@@ -69,7 +69,7 @@ _HEADER = "_cleanaudit_header"  # on a workflow: its header entry as last saved 
 # On a (top) workflow: True once any line of its state may have had 19 digits in a row (see dump)
 _LONG_DIGITS = "_cleanaudit_long_digits"
 # How a state's text starts when no number in it has 19 digits or more: its load need not look
-_SHORT_DIGITS_START = b'{"format":2,"digits":0,'
+_SHORT_DIGITS_START = b'{"format":%d,"digits":0,' % FORMAT
 _FINISHED = TaskState.FINISHED_MASK
 _WAITING = TaskState.WAITING
 # Tasks in these states change data and internal data without changing state (a multi-instance
@@ -472,10 +472,8 @@ class Codec:
         from .runtime import install
         install()
         lines = text.split(b"\n")
-        # Every line parsed in one call: a task line (head TAB data; JSON never holds a raw tab or
-        # newline) becomes [head, data], the header [header]. (A call per line cost more than
-        # the parsing.)
-        joined = b"[[" + text.replace(b"\t", b",").replace(b"\n", b"],[") + b"]]"
+        # Every line parsed in one call (a call per line cost more than the parsing)
+        joined = _as_rows(text)
         # (a text its save marked as having no 19-digit run is not looked through again)
         long_digits = not text.startswith(_SHORT_DIGITS_START) and has_long_digits(joined)
         rows = _parse(joined, long_digits)
@@ -621,9 +619,15 @@ class Codec:
             raise StateError("incremental save differs from a full one (number of tasks)")
 
 
+def _as_rows(text: bytes) -> bytes:
+    """A state's text as one JSON array: a task line (head TAB data; JSON never holds a raw tab or
+    newline) becomes [head, data], the header [header]."""
+    return b"[[" + text.replace(b"\t", b",").replace(b"\n", b"],[") + b"]]"
+
+
 def _check_short_digits(text: bytes) -> None:
     """Check mode: a text marked "digits":0 reads the same by orjson as by json.loads."""
-    joined = b"[[" + text.replace(b"\t", b",").replace(b"\n", b"],[") + b"]]"
+    joined = _as_rows(text)
     if json.dumps(_parse(joined, False)) != json.dumps(json.loads(joined)):
         raise StateError('a state marked "digits":0 holds a number orjson reads differently')
 
