@@ -44,13 +44,14 @@ SIZES = {
     "quick": {
         "floor_updates": 300, "floor_instances": 20, "warmup_instances": 2, "instances": 20,
         "http_instances": 5, "inbox_rows": 100_000, "inbox_user_rows": 5_000, "inbox_queries": 150,
-        "tick_waiting": 100_000, "tick_due": 250, "tick_idle_runs": 30,
+        "tick_waiting": 100_000, "tick_due": 1000, "tick_due_one_process": 250, "tick_idle_runs": 30,
         "loop_rounds": [10, 100, 1000], "save_repeats": 5,
     },
     "full": {
         "floor_updates": 1000, "floor_instances": 100, "warmup_instances": 5, "instances": 150,
         "http_instances": 40, "inbox_rows": 100_000, "inbox_user_rows": 5_000, "inbox_queries": 1000,
-        "tick_waiting": 100_000, "tick_due": 10_000, "tick_idle_runs": 100,
+        "tick_waiting": 100_000, "tick_due": 10_000, "tick_due_one_process": 2000,
+        "tick_idle_runs": 100,
         "loop_rounds": [10, 100, 1000], "save_repeats": 15,
     },
 }
@@ -430,12 +431,13 @@ class Bench:
     def setup(self, tmp: Path) -> None:
         from . import clock
         from .accounts import seed_calendar, seed_divisions
-        from .facade import Engine
+        from .facade import Engine, default_timer_processes
         clock.set_now(START_TIME)
         self.scenario = choose_scenario(self.out, self.sizes.get("process", "auto"))
         self.url = f"sqlite:///{tmp / 'bench.sqlite'}"
+        # timer sweeps as the `worker` command fires them: one process per core (at most 4)
         self.engine = Engine(self.url, processes_dir=self.scenario.processes[0].parent,
-                             forms_dir=self.scenario.forms_dir)
+                             forms_dir=self.scenario.forms_dir, timer_processes=default_timer_processes())
         self.engine.create_schema()
         with self.engine.db.transaction() as session:
             seed_divisions(session)
@@ -924,7 +926,9 @@ class Bench:
         due = self.sizes["tick_due"]
         unmet_count = max(1, due // 10)
         self._clone(met, due, met["due_at"])
-        parked = self._clone(unmet, unmet_count, None)  # not due until the routine tick is measured
+        # not due until the sweeps before theirs are measured
+        one_process = self._clone(met, self.sizes["tick_due_one_process"], None)
+        parked = self._clone(unmet, unmet_count, None)
         self.details["tick_seed_s"] = round(time.perf_counter() - started, 1)
         with engine.db.engine.begin() as conn:
             conn.exec_driver_sql("ANALYZE") if engine.db.is_sqlite else None
@@ -940,16 +944,32 @@ class Bench:
         self.details["tick_idle_ms_p95"] = _ms(percentile(idle, 95))
         self.details["tick_instances_waiting"] = waiting + due + unmet_count + 2
 
+        # as a running `worker` has them: its helper processes started before the sweep
+        self.details["tick_processes"] = engine.start_timer_processes() or 1
         self.results["tick_per_s"] = self._fire_rate(met["due_at"] + timedelta(minutes=1), due)
         self.details["tick_process"] = met["source"]
         self.details["tick_fired"] = due
-        with engine.db.engine.begin() as conn:
-            for chunk in range(0, len(parked), 500):
-                conn.execute(update(table).where(table.c.id.in_(parked[chunk:chunk + 500]))
-                             .values(next_timer_at=unmet["due_at"]))
+        self._make_due(one_process, met["due_at"])
+        processes, engine.timer_processes = engine.timer_processes, 1
+        try:  # the same sweep fired by this process alone
+            self.details["tick_per_s_one_process"] = round(self._fire_rate(
+                met["due_at"] + timedelta(minutes=2), len(one_process)), 1)
+        finally:
+            engine.timer_processes = processes
+        self.details["tick_fired_one_process"] = len(one_process)
+        self._make_due(parked, unmet["due_at"])
         self.details["tick_per_s_unmet"] = round(self._fire_rate(unmet["due_at"] + timedelta(minutes=1),
                                                                  unmet_count), 1)
         self.details["tick_fired_unmet"] = unmet_count
+        engine.shutdown_timer_processes()
+
+    def _make_due(self, instance_ids: list[int], due_at) -> None:
+        from .models import Instance
+        table = Instance.__table__
+        with self.engine.db.engine.begin() as conn:
+            for chunk in range(0, len(instance_ids), 500):
+                conn.execute(update(table).where(table.c.id.in_(instance_ids[chunk:chunk + 500]))
+                             .values(next_timer_at=due_at))
 
     # ---- growth over a loop
     def measure_growth(self) -> None:
@@ -1090,6 +1110,7 @@ def main(quick: bool = False, sizes: Optional[dict] = None, out=None) -> int:
         gc.set_threshold(*thresholds)
         gc.unfreeze()
         try:
+            bench.engine.shutdown_timer_processes()
             bench.engine.db.dispose()
         except Exception:  # noqa: BLE001
             pass

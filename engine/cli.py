@@ -14,7 +14,8 @@ from .facade import PROJECT_ROOT
 
 def _engine(args):
     from .facade import Engine
-    return Engine(getattr(args, "database_url", None) or None)
+    return Engine(getattr(args, "database_url", None) or None,
+                  timer_processes=getattr(args, "timer_processes", None) or 1)
 
 
 def cmd_validate(args) -> int:
@@ -136,7 +137,10 @@ def _parse_now(text: Optional[str]) -> datetime:
 
 def cmd_tick(args) -> int:
     engine = _engine(args)
-    results = engine.tick(_parse_now(args.now))
+    try:
+        results = engine.tick(_parse_now(args.now))
+    finally:
+        engine.shutdown_timer_processes()
     for result in results:
         fired = ", ".join(result.fired_timers) or "(nothing due after all)"
         print(f"instance {result.instance_id}: fired {fired} -> {result.status}"
@@ -149,7 +153,9 @@ def cmd_worker(args) -> int:
     engine = _engine(args)
     from .runtime import tune_gc
     tune_gc()
-    print("worker: ticking every minute; Ctrl-C stops", file=sys.stderr)
+    helpers = engine.start_timer_processes()
+    print("worker: ticking every minute; Ctrl-C stops"
+          + (f" ({helpers} processes fire large sweeps)" if helpers else ""), file=sys.stderr)
     try:
         while True:
             try:
@@ -160,6 +166,8 @@ def cmd_worker(args) -> int:
             time.sleep(args.interval)
     except KeyboardInterrupt:
         return 0
+    finally:
+        engine.shutdown_timer_processes()
 
 
 def cmd_verify_history(args) -> int:
@@ -217,12 +225,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-timers", action="store_true", help="do not tick timers in this process")
     p.set_defaults(func=cmd_serve)
 
+    from .facade import Engine, default_timer_processes
+    processes_help = (f"processes that fire a sweep of {Engine.POOL_MIN_DUE}+ due timers together "
+                      f"(default: one per core, at most 4; here {default_timer_processes()})")
     p = sub.add_parser("tick", help="fire due timers once")
     p.add_argument("--now", help="ISO date/time to use as now")
+    p.add_argument("--timer-processes", type=int, default=default_timer_processes(), help=processes_help)
     p.set_defaults(func=cmd_tick)
 
     p = sub.add_parser("worker", help="tick every minute")
     p.add_argument("--interval", type=float, default=60.0)
+    p.add_argument("--timer-processes", type=int, default=default_timer_processes(), help=processes_help)
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("verify-history", help="check every hash chain of the history")

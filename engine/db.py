@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -154,6 +154,24 @@ class Database:
     def read(self):
         """A read-only session (a deferred transaction on SQLite, so readers never block)."""
         return self._begin(self._readers, "DEFERRED")
+
+    @contextmanager
+    def read_only(self) -> Iterator[Session]:
+        """A read that the database itself keeps from writing (SQLite: PRAGMA query_only for its
+        length, so a write raises instead of taking the write lock; PostgreSQL: a READ ONLY
+        transaction). For work done outside the write lock whose writes must wait for it."""
+        with self.read() as session:
+            if not self.is_sqlite:
+                session.execute(text("SET TRANSACTION READ ONLY"))
+                yield session
+                return
+            driver = fastsql._connection(session)[0]
+            driver.execute("PRAGMA query_only = ON")
+            try:
+                yield session
+                session.flush()  # (what the read's end would write is refused here as well)
+            finally:
+                driver.execute("PRAGMA query_only = OFF")
 
     def _begin(self, maker, mode: str):
         held = self._held()

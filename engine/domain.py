@@ -115,8 +115,26 @@ def _organisation(session: Session, org_id: int) -> dict | None:
     return dict(zip(_ORGANISATION_FIELDS, found)) if found is not None else None
 
 
+# session.info keys of work done outside the write lock (Engine.tick works out timer fires in a
+# read-only transaction, then writes them): a helper that writes, or whose answer a write must
+# agree with (the next filing number, an expert draw), is refused there and the fire is done again
+# under the lock. The mark stays even if a script catches the refusal.
+PREPARING = "cleanaudit_preparing"
+WANTED_LOCK = "cleanaudit_wanted_lock"
+
+
+class NeedsWriteLock(Exception):
+    """A helper that writes was called in work done outside the write lock (done again under it)."""
+
+
 def make_helpers(session: Session, holder: dict) -> dict:
     """The helpers for scripts of one instance; `holder["instance"]` is its row once known."""
+
+    def writes(helper: str) -> None:
+        info = session.info
+        if info.get(PREPARING):
+            info[WANTED_LOCK] = True
+            raise NeedsWriteLock(f"{helper} writes: done again under the write lock")
 
     def is_filed_agency(org_id) -> bool:
         if org_id in (None, ""):
@@ -129,6 +147,7 @@ def make_helpers(session: Session, holder: dict) -> dict:
         return dict(org) if org is not None else {}
 
     def _record(kind, title, data, public, confidential) -> int:
+        writes("publish / keep_record")
         instance = holder.get("instance")
         values = dict(kind=str(kind)[:60], title=str(title)[:300],
                       public=public, confidential=confidential,
@@ -163,6 +182,7 @@ def make_helpers(session: Session, holder: dict) -> dict:
     def withdraw_publication(record_id) -> bool:
         """Take a published record off the public pages (e.g. a disclosure the EPB returned as not as
         required, Art. 10); it stays on record for the instance, and the reason is in its history."""
+        writes("withdraw_publication")
         from .models import Record
         row = session.get(Record, int(record_id)) if record_id not in (None, "") else None
         if row is None or not row.public:
@@ -174,6 +194,7 @@ def make_helpers(session: Session, holder: dict) -> dict:
     # ---------------------------------------------------------------- Art. 15, 19: agency filing
     def set_agency_filing(agency_id, status, filing_number=None) -> dict:
         """Set an audit agency's filing status (none|applying|filed|revoked); returns its filing."""
+        writes("set_agency_filing")
         if status not in FILING_STATUSES:
             raise ValueError(f"filing status must be one of {', '.join(FILING_STATUSES)}, got {status!r}")
         org = session.get(Organisation, int(agency_id)) if agency_id not in (None, "") else None
@@ -192,6 +213,7 @@ def make_helpers(session: Session, holder: dict) -> dict:
 
     def next_filing_number() -> str:
         """The next filing number of the current year, e.g. 新清审备〔2025〕第003号 (never reused)."""
+        writes("next_filing_number")
         from .scripting import today
         year = int(today()[:4])
         used = [0]
@@ -213,6 +235,7 @@ def make_helpers(session: Session, holder: dict) -> dict:
     def draw_experts(count, industry=None, exclude_organisation_ids=(), exclude_usernames=(),
                      pool="650000") -> list:
         """Draw reviewers at random from a pool, without conflicts of interest (engine/experts.py)."""
+        writes("draw_experts")
         from . import experts
         return experts.draw(session, count, pool=pool, industry=industry,
                             exclude_organisation_ids=list(exclude_organisation_ids or ()),
@@ -221,6 +244,7 @@ def make_helpers(session: Session, holder: dict) -> dict:
     def enrol_expert(username, name, organisation_name="", specialities=(), pool="650000",
                      organisation_id=None, title=None) -> int:
         """Enrol (or re-enrol) a person in an expert pool; returns the pool entry's id."""
+        writes("enrol_expert")
         from . import experts
         instance = holder.get("instance")
         row = experts.enrol(session, username=username, name=name, organisation_name=organisation_name,
@@ -231,6 +255,7 @@ def make_helpers(session: Session, holder: dict) -> dict:
 
     def grant_access(usernames, reason="expert_review") -> int:
         """Allow these people to see this instance's confidential audit data (Art. 20); returns how many new."""
+        writes("grant_access")
         from .models import AccessGrant
         instance = holder.get("instance")
         if instance is None:

@@ -17,13 +17,13 @@ from uuid import UUID
 
 from sqlalchemy import Integer, and_, bindparam, delete, func, insert, or_, select, union_all, update
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.orm import Session, defer, make_transient_to_detached
+from sqlalchemy.orm import Session, configure_mappers, defer, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
 from SpiffWorkflow import TaskState
 from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
 
-from . import authz, clock, fastsql, history, runtime
+from . import authz, clock, domain, fastsql, history, runtime
 from .db import Database, default_url
 from .errors import (CleanauditError, InstanceNotFound, InvalidFormData, InvalidProcess, NotAllowed,
                      ProcessNotFound, ScriptError, StaleInstance, TaskNotFound)
@@ -80,13 +80,30 @@ class _Loaded:
         self.workflow = workflow
 
 
+class _Fire(_Loaded):
+    """A timer fire worked out outside the write lock: the instance as read (at lock_version), its
+    timers fired (`fired`, as Engine._fire_timers gives them) and its engine run."""
+
+    def __init__(self, row: Instance, workflow, lock_version: int, fired: list):
+        super().__init__(row, workflow)
+        self.lock_version = lock_version
+        self.fired = fired
+
+
+_UNDER_LOCK = object()  # a fire to be done (again) from the database, under the write lock
+
+
 class Engine:
     """Runs the processes of processes/ with the forms of forms/ on one database."""
 
     def __init__(self, database_url: Optional[str] = None, *, processes_dir: Union[str, Path, None] = None,
                  forms_dir: Union[str, Path, None] = None, helpers: Optional[dict] = None,
-                 script_budget_seconds: float = 5.0, workflow_cache_size: int = 128):
+                 script_budget_seconds: float = 5.0, workflow_cache_size: int = 128,
+                 timer_processes: int = 1):
         runtime.install()
+        # The ORM's mappers are set up on first use; _read_instance builds rows with the class
+        # manager directly, which a process whose first action fires a timer would reach first.
+        configure_mappers()
         from .forms import FormStore
         self.db = Database(database_url or default_url())
         self.processes_dir = Path(processes_dir or PROJECT_ROOT / "processes")
@@ -100,6 +117,9 @@ class Engine:
         # deserialising it (checked against the instance's lock version; see runtime.WorkflowCache).
         self._workflows = runtime.WorkflowCache(workflow_cache_size)
         self.db.on_commit(self._after_commit)
+        # Processes that fire a large timer sweep together (tick); 1: this process alone
+        self.timer_processes = max(1, int(timer_processes))
+        self._pool = None
 
     # ------------------------------------------------------------------ schema
     def create_schema(self) -> None:
@@ -551,8 +571,10 @@ class Engine:
         return start_run(budget_seconds=self.script_budget_seconds)
 
     def _run_and_save(self, session: Session, loaded: _Loaded, actor: str, *, run_task=None,
-                      first_run: bool = False, fired: Optional[list[str]] = None) -> RunResult:
-        """Run the engine, then route messages, sync inbox rows, timers, waits, state and history."""
+                      first_run: bool = False, fired: Optional[list[str]] = None,
+                      ran: bool = False) -> RunResult:
+        """Run the engine, then route messages, sync inbox rows, timers, waits, state and history
+        (`ran`: the engine has run already, without failing: a fire worked out by _prepare_fires)."""
         pending = [(loaded, run_task)]
         result: Optional[RunResult] = None
         hops = 0
@@ -561,7 +583,7 @@ class Engine:
             hops += 1
             if hops > MAX_MESSAGE_HOPS:
                 raise ScriptError("too many messages between instances in one action")
-            incident = self._run_engine(session, current, actor, task)
+            incident = None if ran and hops == 1 else self._run_engine(session, current, actor, task)
             follow_ups = self._save(session, current, actor, incident)
             if result is None:
                 result = RunResult(current.row.id, current.row.status, fired or [],
@@ -837,59 +859,206 @@ class Engine:
             return target.row.id
 
     # ------------------------------------------------------------------ timers
-    # A tick fires timers in batches: one transaction of up to TICK_BATCH instances (or
-    # TICK_BATCH_SECONDS of work), which saves a commit per instance. If an instance fails with an
-    # error outside its BPMN (those become incidents), the batch is rolled back and its instances
-    # are fired again one transaction each, so that only the failing one is left out.
+    # A tick fires timers in batches of up to TICK_BATCH instances (or TICK_BATCH_SECONDS of work).
+    # On SQLite a batch is worked out first in a read-only transaction (load, fire, run the engine:
+    # most of the work, done without the database's one write lock), then written in one write
+    # transaction that checks each instance's lock version: an instance changed meanwhile, or one
+    # whose scripts write (domain.NeedsWriteLock), is fired again from the database under the lock.
+    # So several processes fire timers at once (timer_processes; the `worker` command runs one per
+    # core) and still write one at a time. PostgreSQL locks each instance's row instead and fires
+    # under that lock. If an instance fails with an error outside its BPMN (those become
+    # incidents), its batch is rolled back and fired again one transaction per instance, so that
+    # only the failing one is left out (and left due for the next tick).
     TICK_BATCH = 50
     TICK_BATCH_SECONDS = 0.1  # the longest a batch keeps SQLite's write lock from web requests
+    POOL_MIN_DUE = 200  # fewer due instances are fired in this process (starting helpers costs more)
 
     def tick(self, now: Optional[datetime] = None) -> list[RunResult]:
         """Fire every due timer; safe from several workers (each instance is fired once).
 
         An instance whose firing fails is logged and left due for the next tick; the others go on.
+        With timer_processes > 1 a large sweep is shared out to helper processes (kept for the
+        next ticks; shutdown_timer_processes ends them).
         """
         now = now or clock.now()
-        results: list[RunResult] = []
         with clock.use_clock(now):
             with self.db.read() as session:
                 due_ids = list(session.scalars(
                     select(Instance.id).where(Instance.next_timer_at <= now, Instance.status == "running")
                     .order_by(Instance.next_timer_at).limit(10000)))
-            position = 0
-            while position < len(due_ids):
-                batch = self._fire_batch(due_ids, position, now)
-                if batch is not None:
-                    done, fired = batch
-                else:  # something failed: the batch was rolled back; one instance at a time
-                    done, fired = self._fire_one_by_one(due_ids, position, now)
-                results += fired
-                position += done
+            if len(due_ids) >= self.POOL_MIN_DUE and self.timer_processes > 1:
+                pool = self._timer_pool()
+                if pool is not None:
+                    return self._fire_in_pool(pool, due_ids, now)
+            return self._fire_ids(due_ids, now)
+
+    def _timer_pool(self):
+        """The helper processes of large sweeps, started on first use and kept (None where they
+        cannot work: an in-memory database, or script helpers given to this Engine object)."""
+        if self._pool is None and not self.extra_helpers and not _in_memory(self.db):
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+            config = dict(database_url=self.db.url, processes_dir=str(self.processes_dir),
+                          forms_dir=str(self.forms_dir), script_budget_seconds=self.script_budget_seconds)
+            # spawned, not forked: this process holds connections and threads a fork would copy
+            self._pool = ProcessPoolExecutor(self.timer_processes, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_start_timer_helper, initargs=(config,))
+        return self._pool
+
+    def start_timer_processes(self) -> int:
+        """Start the helper processes of large timer sweeps now (the `worker` command does, so that
+        its first sweep does not wait for them); returns how many run (0: this process alone)."""
+        if self.timer_processes <= 1:
+            return 0
+        pool = self._timer_pool()
+        if pool is None:
+            return 0
+        # each helper answers once it has started (a busy one is not asked twice at a time)
+        started: set[int] = set()
+        for _ in range(5):
+            started |= set(pool.map(_timer_helper_ready, [0.05] * self.timer_processes))
+            if len(started) >= self.timer_processes:
+                break
+        return len(started)
+
+    def shutdown_timer_processes(self) -> None:
+        """End the helper processes of timer sweeps (if started)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _fire_in_pool(self, pool, due_ids: list[int], now: datetime) -> list[RunResult]:
+        """Share a sweep out to the helper processes, a batch at a time (whoever is free takes the
+        next). A batch whose helper failed as a whole (a helper died) is fired here afterwards:
+        what it had fired already is not due any more and is skipped."""
+        from concurrent.futures.process import BrokenProcessPool
+        step = self.TICK_BATCH
+        chunks = [due_ids[start:start + step] for start in range(0, len(due_ids), step)]
+        futures = [(chunk, pool.submit(_fire_in_helper, chunk, now)) for chunk in chunks]
+        results: list[RunResult] = []
+        left: list[int] = []
+        broken = False
+        for chunk, future in futures:
+            try:
+                results += future.result()
+            except BrokenProcessPool:
+                broken = True
+                left += chunk
+            except Exception:  # noqa: BLE001 — reported; fired here below
+                log.exception("tick: a helper process failed on %d instances; firing them here", len(chunk))
+                left += chunk
+        if broken:
+            log.error("tick: a timer helper process died; its batches are fired here, helpers restart next tick")
+            self._pool = None
+            pool.shutdown(wait=False, cancel_futures=True)
+        if left:
+            results += self._fire_ids(left, now)
+        return results
+
+    def _fire_ids(self, due_ids: list[int], now: datetime) -> list[RunResult]:
+        """Fire the timers of these instances in this process (inside tick's clock)."""
+        results: list[RunResult] = []
+        position = 0
+        while position < len(due_ids):
+            batch = self._fire_batch(due_ids, position, now)
+            if batch is not None:
+                done, fired = batch
+            else:  # something failed: the batch was rolled back; one instance at a time
+                done, fired = self._fire_one_by_one(due_ids, position, now)
+            results += fired
+            position += done
         return results
 
     def _fire_batch(self, due_ids: list[int], position: int, now: datetime):
-        """Fire a batch from due_ids[position:] in one transaction: (instances done, results), or
-        None when one failed (nothing of the batch is kept)."""
+        """Fire a batch from due_ids[position:] in one write transaction: (instances done, results),
+        or None when one failed (nothing of the batch is kept)."""
         import time
+        prepared: list = []
+        if self.db.is_sqlite and not self.extra_helpers:  # (helpers of unknown effect: under the lock)
+            prepared = self._prepare_fires(due_ids, position, now)
         fired = []
         swept: list = []
         try:
             with self.db.transaction() as session:
                 session.info[_SWEEP] = swept
-                started = time.perf_counter()
-                count = 0
-                while (position + count < len(due_ids) and count < self.TICK_BATCH
-                       and time.perf_counter() - started < self.TICK_BATCH_SECONDS):
-                    result = self._fire(session, due_ids[position + count], now)
-                    _dismantle_all(swept)  # its state is written: the workflows are not used again
-                    count += 1
-                    if result is not None:
-                        fired.append(result)
+                if prepared:
+                    count = len(prepared)
+                    for instance_id, fire in prepared:
+                        with self._budget():
+                            result = (self._fire(session, instance_id, now) if fire is _UNDER_LOCK
+                                      else None if fire is None else self._write_fire(session, fire, now))
+                        _dismantle_all(swept)  # its state is written: the workflows are not used again
+                        if result is not None:
+                            fired.append(result)
+                else:
+                    started = time.perf_counter()
+                    count = 0
+                    while (position + count < len(due_ids) and count < self.TICK_BATCH
+                           and time.perf_counter() - started < self.TICK_BATCH_SECONDS):
+                        result = self._fire(session, due_ids[position + count], now)
+                        _dismantle_all(swept)
+                        count += 1
+                        if result is not None:
+                            fired.append(result)
         except Exception:  # noqa: BLE001 — found out below, one instance at a time
             return None
         finally:
             _dismantle_all(swept)
+            _dismantle_all([fire.workflow for _, fire in prepared if isinstance(fire, _Fire)])
         return count, fired
+
+    def _prepare_fires(self, due_ids: list[int], position: int, now: datetime) -> list:
+        """Work out the fires of a batch from due_ids[position:] in a read-only transaction:
+        [(instance id, the instance loaded with its timers fired and engine run | None when not
+        due | _UNDER_LOCK)]. Nothing is written; _write_fire writes each (or fires it again)."""
+        import time
+        prepared: list = []
+        started = time.perf_counter()
+        try:
+            with self.db.read_only() as session:
+                session.info[domain.PREPARING] = True
+                while (position + len(prepared) < len(due_ids) and len(prepared) < self.TICK_BATCH
+                       and time.perf_counter() - started < self.TICK_BATCH_SECONDS):
+                    instance_id = due_ids[position + len(prepared)]
+                    session.info.pop(domain.WANTED_LOCK, None)
+                    try:
+                        with self._budget():
+                            fire = self._prepare_fire(session, instance_id, now)
+                    except Exception:  # noqa: BLE001 — whatever it was, it happens again under the lock
+                        fire = _UNDER_LOCK
+                    if fire is not None and fire is not _UNDER_LOCK and session.info.get(domain.WANTED_LOCK):
+                        runtime.dismantle(fire.workflow)
+                        fire = _UNDER_LOCK
+                    prepared.append((instance_id, fire))
+                session.info.pop(domain.PREPARING, None)
+        except Exception:  # noqa: BLE001 — the read itself failed: all of them under the lock
+            _dismantle_all([fire.workflow for _, fire in prepared if isinstance(fire, _Fire)])
+            return [(instance_id, _UNDER_LOCK) for instance_id, _ in prepared] or [(due_ids[position], _UNDER_LOCK)]
+        return prepared
+
+    def _prepare_fire(self, session: Session, instance_id: int, now: datetime):
+        """One instance's fire worked out without writing (see _prepare_fires)."""
+        loaded = self._load(session, instance_id, lock=False)
+        row = loaded.row
+        if row.status != "running" or row.next_timer_at is None or row.next_timer_at > now:
+            return None  # fired meanwhile (by another worker, or an action that came first)
+        fire = _Fire(row, loaded.workflow, row.lock_version, self._fire_timers(loaded.workflow))
+        runtime.do_engine_steps(loaded.workflow)  # (a failure: the caller fires it under the lock)
+        return fire
+
+    def _write_fire(self, session: Session, fire: "_Fire", now: datetime) -> Optional[RunResult]:
+        """Write a fire worked out by _prepare_fires, if its instance is still at the lock version
+        it was read at; otherwise fire it again from the database, under the lock."""
+        row = fire.row
+        found = fastsql.execute(session, _READ_VERSION, {"instance_id": row.id}).fetchone()
+        if found is None or found[0] != fire.lock_version or session.identity_map.get(
+                _INSTANCE_IDENTITY((row.id,))) is not None:
+            runtime.dismantle(fire.workflow)
+            return self._fire(session, row.id, now)
+        session.add(row)  # attached again as it was read: no read
+        # The script engine is not part of the state: this transaction's, as a load attaches
+        fire.workflow.script_engine = self.script_engine(session, {"instance": row, "actor": ENGINE_ACTOR})
+        return self._save_fire(session, fire, now, fire.fired, ran=True)
 
     def _fire_one_by_one(self, due_ids: list[int], position: int, now: datetime):
         fired = []
@@ -911,6 +1080,7 @@ class Engine:
         return end - position, fired
 
     def _fire(self, session: Session, instance_id: int, now: datetime) -> Optional[RunResult]:
+        """Fire one instance's due timers under the write lock (its row's lock on PostgreSQL)."""
         with self._budget():
             if not self.db.is_sqlite:  # lock it first; another worker may hold it (skip it then)
                 if session.execute(_LOCK_IF_DUE, {"instance_id": instance_id, "now": now}).first() is None:
@@ -919,19 +1089,28 @@ class Engine:
             row = loaded.row
             if row.status != "running" or row.next_timer_at is None or row.next_timer_at > now:
                 return None  # fired meanwhile (by another worker, or an action that came first)
-            waiting = {t.id: t for t in runtime.waiting_tasks(loaded.workflow)}
-            loaded.workflow.refresh_timers()
-            fired = [t for t in waiting.values() if t.state != TaskState.WAITING
-                     or t._get_internal_data("event_fired", False)]
-            fired_names = []
-            for task in fired:
-                fired_names.append(task.task_spec.name)
-                history.append(session, chain=history.instance_chain(instance_id), kind="timer_fired",
-                               actor=TIMER_ACTOR, at=now, instance_id=instance_id, task_id=str(task.id),
-                               bpmn_id=task.task_spec.name,
-                               data={"timer": task.task_spec.bpmn_name or task.task_spec.name,
-                                     "due": str(task._get_internal_data("event_value"))})
-            return self._run_and_save(session, loaded, TIMER_ACTOR, fired=fired_names)
+            return self._save_fire(session, loaded, now, self._fire_timers(loaded.workflow))
+
+    @staticmethod
+    def _fire_timers(workflow) -> list[tuple]:
+        """Fire the workflow's due timers: (task id, spec name, timer name, due) of each fired."""
+        waiting = {t.id: t for t in runtime.waiting_tasks(workflow)}
+        workflow.refresh_timers()
+        return [(str(task.id), task.task_spec.name, task.task_spec.bpmn_name or task.task_spec.name,
+                 str(task._get_internal_data("event_value")))
+                for task in waiting.values()
+                if task.state != TaskState.WAITING or task._get_internal_data("event_fired", False)]
+
+    def _save_fire(self, session: Session, loaded: _Loaded, now: datetime, fired: list[tuple],
+                   ran: bool = False) -> RunResult:
+        """The history of the fired timers, then the engine's run (unless `ran`) and the save."""
+        instance_id = loaded.row.id
+        for task_id, name, timer, due in fired:
+            history.append(session, chain=history.instance_chain(instance_id), kind="timer_fired",
+                           actor=TIMER_ACTOR, at=now, instance_id=instance_id, task_id=task_id,
+                           bpmn_id=name, data={"timer": timer, "due": due})
+        return self._run_and_save(session, loaded, TIMER_ACTOR, fired=[name for _, name, _, _ in fired],
+                                  ran=ran)
 
     # ------------------------------------------------------------------ incidents
     def retry(self, user: User, instance_id: int, data_patch: Optional[dict] = None) -> RunResult:
@@ -1253,6 +1432,39 @@ _NO_VALUE = object()
 
 
 _SWEEP = "cleanaudit_sweep"  # session.info: workflows of a timer sweep, taken apart after it
+
+
+def _in_memory(db: Database) -> bool:
+    return db.is_sqlite and db.engine.url.database in (None, "", ":memory:")
+
+
+# ---------------------------------------------------------------------- timer helper processes
+_helper_engine: Optional[Engine] = None
+
+
+def _start_timer_helper(config: dict) -> None:
+    """A helper process's start (Engine._timer_pool): an Engine of its own on the same database."""
+    global _helper_engine
+    _helper_engine = Engine(config.pop("database_url"), **config)
+    runtime.tune_gc()
+
+
+def _timer_helper_ready(pause: float) -> int:
+    import os
+    import time
+    time.sleep(pause)
+    return os.getpid()
+
+
+def default_timer_processes() -> int:
+    """Processes for large timer sweeps: one per core, at most four (SQLite writes one at a time)."""
+    import os
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _fire_in_helper(due_ids: list[int], now: datetime) -> list[RunResult]:
+    with clock.use_clock(now):
+        return _helper_engine._fire_ids(due_ids, now)
 
 
 def _dismantle_all(workflows: list) -> None:

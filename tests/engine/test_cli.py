@@ -65,3 +65,28 @@ def test_deploy_then_deploy_again_reports_the_same_version(tmp_path):
     hostile.write_bytes((FIXTURES / "loop.bpmn").read_bytes().replace(b"counter + 1", b"open('/etc/passwd')"))
     refused = cleanaudit("deploy", str(hostile), env=env)
     assert refused.returncode == 1 and "open" in refused.stdout
+
+
+def test_tick_in_a_fresh_process_fires_the_art10_deadlines_that_are_due(tmp_path):
+    """`cleanaudit tick` (what the worker runs every minute) as the first thing a process does."""
+    import os
+    from datetime import datetime
+    from tests.conftest import SHANGHAI, add_organisation, make_engine
+    from engine import clock
+    url = f"sqlite:///{tmp_path / 'cli.sqlite'}"
+    engine = make_engine(url, FIXTURES, ROOT / "tests" / "data" / "engine" / "forms")
+    engine.deploy_paths([FIXTURES / "deadline.bpmn"], deployed_by="owner")
+    org = add_organisation(engine, kind="enterprise", name="甲", credit_code="91350100M000100Y43",
+                           division_code="650102")
+    with clock.use_clock(datetime(2025, 2, 1, 9, 0, tzinfo=SHANGHAI)):
+        ids = [engine.start("deadline", actor="x", data={"enterprise_id": org, "jurisdiction_code": "650102",
+                                                         "published_on": "2025-01-31"}) for _ in range(3)]
+    engine.db.dispose()
+    env = dict(os.environ, DATABASE_URL=url)
+    early = cleanaudit("tick", "--now", "2025-02-28", env=env)
+    assert early.returncode == 0 and early.stdout == "", early.stdout + early.stderr
+    result = cleanaudit("tick", "--now", "2025-03-05", "--timer-processes", "1", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(result.stdout.splitlines()) == sorted(
+        f"instance {i}: fired report_late -> running" for i in ids)
+    assert "3 instance(s) ticked" in result.stderr

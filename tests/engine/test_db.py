@@ -175,3 +175,20 @@ def test_pending_orm_changes_are_written_at_commit_and_dropped_on_failure(tmp_pa
         assert names(database) == ["天山区", "新市区"]
     finally:
         database.dispose()
+
+
+def test_a_read_only_transaction_refuses_writes_and_the_next_transaction_may_write(db):
+    import sqlite3
+    with db.transaction() as session:
+        session.execute(text("INSERT INTO item (name) VALUES ('kept')"))
+    with pytest.raises(Exception) as refused:
+        with db.read_only() as session:
+            assert list(session.scalars(text("SELECT name FROM item"))) == ["kept"]
+            session.execute(text("INSERT INTO item (name) VALUES ('refused')"))
+    assert isinstance(refused.value.__cause__ or refused.value, sqlite3.OperationalError)
+    assert "readonly" in str(refused.value).replace(" ", "")
+    with db.read_only() as session:  # (reads go on as ever)
+        assert session.scalar(text("SELECT count(*) FROM item")) == 1
+    with db.transaction() as session:
+        session.execute(text("INSERT INTO item (name) VALUES ('later')"))
+    assert _names(db) == ["kept", "later"]

@@ -110,6 +110,110 @@ def test_a_tick_fires_in_batches_and_one_failing_instance_does_not_stop_the_othe
     assert any_engine.verify_history() == []
 
 
+def test_art10_deadlines_falling_due_together_are_shared_out_to_helper_processes_and_each_fires_once(
+        any_engine, org, clock, monkeypatch):
+    """A deadline day: the reporting deadlines of many enterprises (Art. 10) fall due at once. The
+    sweep is shared out to two helper processes (as `cleanaudit worker` runs them): every instance
+    fires exactly once, the EPB gets each lateness task, and the history chains stay intact."""
+    deploy(any_engine, "deadline")
+    epb = add_user(any_engine, "epb-650102", ["local_epb"], jurisdiction_code="650102")
+    clock.set(datetime(2025, 2, 1, 9, 0, tzinfo=SHANGHAI))
+    ids = [start_deadline(any_engine, org) for _ in range(24)]
+    monkeypatch.setattr(type(any_engine), "POOL_MIN_DUE", 10)
+    monkeypatch.setattr(type(any_engine), "TICK_BATCH", 5)
+    here = []
+    original = any_engine._fire_ids
+    monkeypatch.setattr(any_engine, "_fire_ids", lambda due, now: here.extend(due) or original(due, now))
+    any_engine.timer_processes = 2
+    try:
+        assert any_engine.start_timer_processes() == 2
+        results = any_engine.tick(datetime(2025, 3, 5, tzinfo=SHANGHAI))
+        assert any_engine.tick(datetime(2025, 3, 6, tzinfo=SHANGHAI)) == []  # nothing fires twice
+    finally:
+        any_engine.shutdown_timer_processes()
+    assert here == []  # the helpers fired them all, not this process
+    assert sorted(r.instance_id for r in results) == sorted(ids)
+    assert all(r.fired_timers == ["report_late"] for r in results)
+    for instance_id in ids:
+        assert [e.kind for e in any_engine.history(instance_id)] == ["started", "timer_fired"]
+        assert any_engine.instance(instance_id).next_timer_at is None
+    assert any_engine.inbox(epb).total == len(ids)
+    assert any_engine.verify_history() == []
+
+
+def test_art10_a_report_filed_while_its_deadline_is_being_fired_wins_and_no_lateness_is_kept(engine, clock,
+                                                                                            monkeypatch):
+    """A timer fire is worked out outside the write lock; if the enterprise files its report (Art.
+    10) in between, the fire is worked out again from what the database holds: the report stands,
+    the instance ends, and no lateness task or timer event is recorded."""
+    deploy(engine, "deadline")
+    org = add_organisation(engine, kind="enterprise", name="甲", credit_code="91350100M000100Y43",
+                           division_code="650102")
+    enterprise = add_user(engine, "ent", ["enterprise"], organisation_id=org)
+    epb = add_user(engine, "epb-650102", ["local_epb"], jurisdiction_code="650102")
+    clock.set(datetime(2025, 2, 1, 9, 0, tzinfo=SHANGHAI))
+    instance_id = start_deadline(engine, org)
+    other = start_deadline(engine, org)
+    original = type(engine)._prepare_fires
+    prepared_fires = []
+
+    def prepare_then_file(self, due_ids, position, now):
+        prepared = original(self, due_ids, position, now)
+        prepared_fires.extend(prepared)
+        task = next(r for r in engine.inbox(enterprise).rows if r.instance_id == instance_id)
+        with clock_at(datetime(2025, 3, 4, 23, 0, tzinfo=SHANGHAI)):
+            engine.complete(enterprise, task.id, {"confirmed": True})
+        return prepared
+
+    monkeypatch.setattr(type(engine), "_prepare_fires", prepare_then_file)
+    results = engine.tick(datetime(2025, 3, 5, tzinfo=SHANGHAI))
+    assert sorted(i for i, fire in prepared_fires if fire is not None) == sorted([instance_id, other])
+    assert [r.instance_id for r in results] == [other]
+    assert engine.instance(instance_id).status == "completed"
+    assert [e.kind for e in engine.history(instance_id)] == ["started", "task_completed", "completed"]
+    assert [e.kind for e in engine.history(other)] == ["started", "timer_fired"]
+    assert [r.instance_id for r in engine.inbox(epb).rows] == [other]
+    assert engine.verify_history() == []
+
+
+def test_work_done_outside_the_write_lock_cannot_write_on_either_database(any_engine, org):
+    from engine.models import Organisation
+    with pytest.raises(Exception, match="(?i)read.?only"):
+        with any_engine.db.read_only() as session:
+            session.get(Organisation, org).name = "改名"
+    with any_engine.db.read() as session:
+        assert session.get(Organisation, org).name == "天山化工有限公司"
+
+
+def clock_at(when):
+    from engine import clock as engine_clock
+    return engine_clock.use_clock(when)
+
+
+def test_art28_a_lateness_script_that_writes_is_fired_under_the_write_lock_even_if_it_catches_the_refusal(
+        engine, clock):
+    """The lateness is kept on record by a script (Art. 28) that carries on when it cannot write.
+    Worked out outside the write lock the write is refused: the fire is done again under the lock,
+    so the record is kept once and the instance refers to it."""
+    from engine.models import Record
+    deploy(engine, "late_record")
+    org = add_organisation(engine, kind="enterprise", name="甲", credit_code="91350100M000100Y43",
+                           division_code="650102")
+    epb = add_user(engine, "epb-650102", ["local_epb"], jurisdiction_code="650102")
+    clock.set(datetime(2025, 2, 1, 9, 0, tzinfo=SHANGHAI))
+    ids = [engine.start("late_record", actor="x", data={
+        "enterprise_id": org, "jurisdiction_code": "650102", "published_on": "2025-01-31"}) for _ in range(3)]
+    results = engine.tick(datetime(2025, 3, 5, tzinfo=SHANGHAI))
+    assert sorted(r.instance_id for r in results) == sorted(ids)
+    with engine.db.read() as session:
+        records = {r.instance_id: r.id for r in session.scalars(select(Record).where(Record.kind == "lateness"))}
+    assert sorted(records) == sorted(ids)  # one each
+    for instance_id in ids:
+        assert engine.instance_data(instance_id)["lateness_record"] == records[instance_id]
+        assert [e.kind for e in engine.history(instance_id)] == ["started", "timer_fired"]
+    assert engine.inbox(epb).total == 3
+
+
 def test_a_changed_calendar_moves_the_deadline(engine, clock):
     from engine.models import CalendarDay
     deploy(engine, "deadline")
