@@ -945,7 +945,7 @@ class Bench:
         self.details["tick_instances_waiting"] = waiting + due + unmet_count + 2
 
         # as a running `worker` has them: its helper processes started before the sweep
-        self.details["tick_processes"] = engine.start_timer_processes() or 1
+        self.details["tick_processes"] = (engine.start_timer_processes() or 1) if due >= engine.POOL_MIN_DUE else 1
         self.results["tick_per_s"] = self._fire_rate(met["due_at"] + timedelta(minutes=1), due)
         self.details["tick_process"] = met["source"]
         self.details["tick_fired"] = due

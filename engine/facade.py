@@ -88,6 +88,9 @@ class _Fire(_Loaded):
         super().__init__(row, workflow)
         self.lock_version = lock_version
         self.fired = fired
+        # (inbox changes, state) as _save would work them out, when nothing else is left to do
+        # first (no message thrown: delivering one needs the lock); else None
+        self.saved: Optional[tuple] = None
 
 
 _UNDER_LOCK = object()  # a fire to be done (again) from the database, under the write lock
@@ -596,9 +599,11 @@ class Engine:
         row, workflow = loaded.row, loaded.workflow
         now = clock.now()
         follow_ups = []
-        if incident is None:
+        # what _prepare_fire worked out already (the inbox rows' values and the state), if anything
+        saved = loaded.saved if isinstance(loaded, _Fire) else None
+        if incident is None and saved is None:
             follow_ups = self._route_events(session, loaded, actor)
-        self._sync_human_tasks(session, loaded, now)
+        self._write_inbox(session, loaded, saved[0] if saved else self._inbox_changes(loaded, now), now)
         if incident is not None:
             row.status, row.incident_task, row.incident_error = "incident", incident[0], incident[1]
             history.append(session, chain=history.instance_chain(row.id), kind="incident",
@@ -618,7 +623,7 @@ class Engine:
         row.next_timer_at = runtime.next_timer_at(workflow) if row.status == "running" else None
         last = workflow.last_task.data if workflow.last_task is not None else {}
         _apply_metadata(row, last)
-        row.state = runtime.dump_state(workflow)
+        row.state = saved[1] if saved else runtime.dump_state(workflow)
         row.serializer_version = runtime.SERIALIZER_VERSION
         row.updated_at = now
         self._write_instance(session, row)
@@ -677,24 +682,34 @@ class Engine:
             for key, value in values.items():
                 set_committed_value(loaded_row, key, value)
 
-    def _sync_human_tasks(self, session: Session, loaded: _Loaded, now: datetime) -> None:
-        """Keep the inbox rows in step with the READY user tasks (Core statements: this runs on every save)."""
+    def _inbox_changes(self, loaded: _Loaded, now: datetime) -> tuple[list[str], list[dict]]:
+        """How the inbox rows must change to match the READY user tasks: (ids of rows to cancel,
+        values of new rows; scope and due date evaluated over the task data). Writes nothing."""
         row, workflow = loaded.row, loaded.workflow
         # What the database holds: known from the last save (or load) of this workflow
         open_ids = workflow.__dict__.get("_cleanaudit_open")
         if open_ids is None:
-            open_ids = set(session.scalars(_OPEN_TASK_IDS, {"instance_id": row.id}))
+            return [], []  # (_write_inbox reads them, then asks again)
         ready = {str(t.id): t for t in runtime.ready_user_tasks(workflow)}
-        for task_id in sorted(open_ids):
-            if task_id not in ready:
-                self._close_human_task(session, task_id, "cancelled", now)
+        gone = [task_id for task_id in sorted(open_ids) if task_id not in ready]
         workflow.__dict__["_cleanaudit_open"] = set(ready)
-        new_rows = [task for task_id, task in ready.items() if task_id not in open_ids]
+        # the script engine this action runs with (its helpers see this transaction)
+        script_engine = workflow.script_engine
+        return gone, [self._human_task_values(row, task, now, script_engine)
+                      for task_id, task in ready.items() if task_id not in open_ids]
+
+    def _write_inbox(self, session: Session, loaded: _Loaded, changes: tuple[list[str], list[dict]],
+                     now: datetime) -> None:
+        """Keep the inbox rows in step with the READY user tasks (Core statements: this runs on every save)."""
+        if loaded.workflow.__dict__.get("_cleanaudit_open") is None:  # not known: read what is open
+            loaded.workflow.__dict__["_cleanaudit_open"] = set(
+                session.scalars(_OPEN_TASK_IDS, {"instance_id": loaded.row.id}))
+            changes = self._inbox_changes(loaded, now)
+        gone, new_rows = changes
+        for task_id in gone:
+            self._close_human_task(session, task_id, "cancelled", now)
         if new_rows:
-            # the script engine this action runs with (its helpers see this transaction)
-            script_engine = workflow.script_engine
-            fastsql.execute_many(session, _INSERT_TASK, [self._human_task_values(row, task, now, script_engine)
-                                                         for task in new_rows])
+            fastsql.execute_many(session, _INSERT_TASK, new_rows)
 
     def _human_task_values(self, instance: Instance, task, now: datetime, script_engine) -> dict:
         """The inbox row of a READY user task: scope and due date evaluated over the task data."""
@@ -1042,8 +1057,13 @@ class Engine:
         row = loaded.row
         if row.status != "running" or row.next_timer_at is None or row.next_timer_at > now:
             return None  # fired meanwhile (by another worker, or an action that came first)
-        fire = _Fire(row, loaded.workflow, row.lock_version, self._fire_timers(loaded.workflow))
-        runtime.do_engine_steps(loaded.workflow)  # (a failure: the caller fires it under the lock)
+        workflow = loaded.workflow
+        fire = _Fire(row, workflow, row.lock_version, self._fire_timers(workflow))
+        runtime.do_engine_steps(workflow)  # (a failure: the caller fires it under the lock)
+        if not workflow.bpmn_events and workflow.__dict__.get("_cleanaudit_open") is not None:
+            # what _save works out before it writes, in its order: the inbox rows, then the state
+            inbox = self._inbox_changes(fire, now)
+            fire.saved = (inbox, runtime.dump_state(workflow))
         return fire
 
     def _write_fire(self, session: Session, fire: "_Fire", now: datetime) -> Optional[RunResult]:
