@@ -88,9 +88,24 @@ class _Fire(_Loaded):
         super().__init__(row, workflow)
         self.lock_version = lock_version
         self.fired = fired
-        # (inbox changes, state) as _save would work them out, when nothing else is left to do
-        # first (no message thrown: delivering one needs the lock); else None
-        self.saved: Optional[tuple] = None
+        # what its save writes (_Engine._outcome), when it threw no message (delivering one needs the
+        # lock); the workflow is then taken apart at once. Else None: worked out under the lock.
+        self.outcome: Optional[_Outcome] = None
+
+
+@dataclass
+class _Outcome:
+    """What a save writes, worked out from the workflow (Engine._outcome, Engine._write_outcome)."""
+
+    inbox: tuple  # (inbox row ids to cancel, new inbox rows' values)
+    status: str  # running | completed | incident | "incident (kept)": the open incident stays
+    incident: Optional[tuple]  # (task id, error) of a new incident
+    stored_waits: Optional[list]  # the message_wait rows as known, None: read them
+    waits: list  # the message_wait rows wanted
+    next_timer_at: Optional[datetime]
+    metadata: dict  # search columns to set from the data
+    state: bytes
+    reusable: bool  # the workflow may be kept in the workflow cache
 
 
 _UNDER_LOCK = object()  # a fire to be done (again) from the database, under the write lock
@@ -596,42 +611,73 @@ class Engine:
 
     def _save(self, session: Session, loaded: _Loaded, actor: str,
               incident: Optional[tuple[str, str]]) -> list:
+        """Route what the instance threw, then work out and write its save (_outcome, _write_outcome)."""
         row, workflow = loaded.row, loaded.workflow
         now = clock.now()
         follow_ups = []
-        # what _prepare_fire worked out already (the inbox rows' values and the state), if anything
-        saved = loaded.saved if isinstance(loaded, _Fire) else None
-        if incident is None and saved is None:
-            follow_ups = self._route_events(session, loaded, actor)
-        self._write_inbox(session, loaded, saved[0] if saved else self._inbox_changes(loaded, now), now)
-        if incident is not None:
-            row.status, row.incident_task, row.incident_error = "incident", incident[0], incident[1]
-            history.append(session, chain=history.instance_chain(row.id), kind="incident",
-                           actor=ENGINE_ACTOR, at=now, instance_id=row.id, task_id=incident[0],
-                           data={"error": incident[1]})
-        elif row.status == "incident" and row.incident_task is not None and self._incident_open(loaded):
-            pass
-        elif workflow.is_completed():
-            if row.status != "completed":
-                row.status, row.completed_at = "completed", now
-                history.append(session, chain=history.instance_chain(row.id), kind="completed",
-                               actor=ENGINE_ACTOR, at=now, instance_id=row.id, data={})
-        else:
-            row.status = "running"
-            row.incident_task = row.incident_error = None
-        self._sync_waits(session, loaded)
-        row.next_timer_at = runtime.next_timer_at(workflow) if row.status == "running" else None
-        last = workflow.last_task.data if workflow.last_task is not None else {}
-        _apply_metadata(row, last)
-        row.state = saved[1] if saved else runtime.dump_state(workflow)
-        row.serializer_version = runtime.SERIALIZER_VERSION
-        row.updated_at = now
-        self._write_instance(session, row)
-        if runtime.reusable(workflow):
+        # a timer fire worked out outside the lock comes with its outcome (it threw no message)
+        outcome = loaded.outcome if isinstance(loaded, _Fire) else None
+        if outcome is None:
+            if incident is None:
+                follow_ups = self._route_events(session, loaded, actor)
+            outcome = self._outcome(loaded, incident, now)
+        self._write_outcome(session, row, outcome, now)
+        if outcome.reusable:
             self._keep_after_commit(session, loaded)
         else:
             session.info.get("cleanaudit_workflows", {}).pop(row.id, None)
         return follow_ups
+
+    def _outcome(self, loaded: _Loaded, incident: Optional[tuple[str, str]], now: datetime) -> "_Outcome":
+        """What a save writes, worked out from the workflow without writing (the instance row is
+        only read): inbox changes, status, message waits, next timer, metadata, state."""
+        row, workflow = loaded.row, loaded.workflow
+        inbox = self._inbox_changes(loaded, now)
+        # the status, as _write_outcome sets it
+        if incident is not None:
+            status = "incident"
+        elif row.status == "incident" and row.incident_task is not None and self._incident_open(loaded):
+            status = "incident (kept)"
+        elif workflow.is_completed():
+            status = "completed"
+        else:
+            status = "running"
+        stored_waits = workflow.__dict__.get("_cleanaudit_waits")
+        waits = [] if status == "completed" else [(name, correlations)
+                                                  for name, correlations in runtime.waiting_messages(workflow)]
+        workflow.__dict__["_cleanaudit_waits"] = waits
+        last = workflow.last_task.data if workflow.last_task is not None else {}
+        return _Outcome(inbox=inbox, status=status, incident=incident, stored_waits=stored_waits, waits=waits,
+                        next_timer_at=runtime.next_timer_at(workflow) if status == "running" else None,
+                        metadata=_metadata(row, last), state=runtime.dump_state(workflow),
+                        reusable=runtime.reusable(workflow))
+
+    def _write_outcome(self, session: Session, row: Instance, outcome: "_Outcome", now: datetime) -> None:
+        """Write a save worked out by _outcome: inbox rows, status (and its history), message waits,
+        the instance row."""
+        self._write_inbox(session, row, outcome.inbox, now)
+        status, incident = outcome.status, outcome.incident
+        if status == "incident":
+            row.status, row.incident_task, row.incident_error = "incident", incident[0], incident[1]
+            history.append(session, chain=history.instance_chain(row.id), kind="incident",
+                           actor=ENGINE_ACTOR, at=now, instance_id=row.id, task_id=incident[0],
+                           data={"error": incident[1]})
+        elif status == "completed":
+            if row.status != "completed":
+                row.status, row.completed_at = "completed", now
+                history.append(session, chain=history.instance_chain(row.id), kind="completed",
+                               actor=ENGINE_ACTOR, at=now, instance_id=row.id, data={})
+        elif status == "running":
+            row.status = "running"
+            row.incident_task = row.incident_error = None
+        self._write_waits(session, row, outcome.stored_waits, outcome.waits)
+        row.next_timer_at = outcome.next_timer_at
+        for key, value in outcome.metadata.items():
+            setattr(row, key, value)
+        row.state = outcome.state
+        row.serializer_version = runtime.SERIALIZER_VERSION
+        row.updated_at = now
+        self._write_instance(session, row)
 
     def _write_instance(self, session: Session, row: Instance) -> None:
         """Write the instance's changed columns with the optimistic lock the ORM would use.
@@ -688,8 +734,9 @@ class Engine:
         row, workflow = loaded.row, loaded.workflow
         # What the database holds: known from the last save (or load) of this workflow
         open_ids = workflow.__dict__.get("_cleanaudit_open")
-        if open_ids is None:
-            return [], []  # (_write_inbox reads them, then asks again)
+        if open_ids is None:  # (a workflow from elsewhere: read them)
+            session = sa_inspect(row).session
+            open_ids = set(session.scalars(_OPEN_TASK_IDS, {"instance_id": row.id}))
         ready = {str(t.id): t for t in runtime.ready_user_tasks(workflow)}
         gone = [task_id for task_id in sorted(open_ids) if task_id not in ready]
         workflow.__dict__["_cleanaudit_open"] = set(ready)
@@ -698,13 +745,9 @@ class Engine:
         return gone, [self._human_task_values(row, task, now, script_engine)
                       for task_id, task in ready.items() if task_id not in open_ids]
 
-    def _write_inbox(self, session: Session, loaded: _Loaded, changes: tuple[list[str], list[dict]],
+    def _write_inbox(self, session: Session, row: Instance, changes: tuple[list[str], Optional[list[dict]]],
                      now: datetime) -> None:
-        """Keep the inbox rows in step with the READY user tasks (Core statements: this runs on every save)."""
-        if loaded.workflow.__dict__.get("_cleanaudit_open") is None:  # not known: read what is open
-            loaded.workflow.__dict__["_cleanaudit_open"] = set(
-                session.scalars(_OPEN_TASK_IDS, {"instance_id": loaded.row.id}))
-            changes = self._inbox_changes(loaded, now)
+        """Write inbox changes worked out by _inbox_changes (Core statements: this runs on every save)."""
         gone, new_rows = changes
         for task_id in gone:
             self._close_human_task(session, task_id, "cancelled", now)
@@ -741,14 +784,14 @@ class Engine:
             enterprise_name=(task.data.get("enterprise_name") or None), due_at=due_at,
             status="open", created_at=now, completed_at=None, completed_by=None)
 
-    def _sync_waits(self, session: Session, loaded: _Loaded) -> None:
-        """Keep the instance's message_wait rows equal to what it waits for (untouched when equal)."""
-        row, workflow = loaded.row, loaded.workflow
-        wanted = self._wanted_waits(row, workflow)
+    def _write_waits(self, session: Session, row: Instance, stored: Optional[list], wanted: list) -> None:
+        """Keep the instance's message_wait rows equal to what it waits for (untouched when equal).
+
+        `stored`: what the database holds, as remembered on the workflow by its last save or load
+        in this process (valid because a kept workflow is only reused at the lock version that save
+        wrote); None: read it.
+        """
         table = MessageWait.__table__
-        # What the database holds: remembered on the workflow by its last save in this process
-        # (valid because a kept workflow is only reused at the lock version that save wrote).
-        stored = workflow.__dict__.get("_cleanaudit_waits")
         if stored is None:
             stored = [(name, correlations) for name, correlations in session.execute(
                 select(table.c.message_name, table.c.correlations)
@@ -758,7 +801,6 @@ class Engine:
             if wanted:
                 session.execute(insert(table), [{"instance_id": row.id, "message_name": name,
                                                  "correlations": correlations} for name, correlations in wanted])
-        workflow.__dict__["_cleanaudit_waits"] = wanted
 
     @staticmethod
     def _wanted_waits(row: Instance, workflow) -> list:
@@ -1060,10 +1102,9 @@ class Engine:
         workflow = loaded.workflow
         fire = _Fire(row, workflow, row.lock_version, self._fire_timers(workflow))
         runtime.do_engine_steps(workflow)  # (a failure: the caller fires it under the lock)
-        if not workflow.bpmn_events and workflow.__dict__.get("_cleanaudit_open") is not None:
-            # what _save works out before it writes, in its order: the inbox rows, then the state
-            inbox = self._inbox_changes(fire, now)
-            fire.saved = (inbox, runtime.dump_state(workflow))
+        if not workflow.bpmn_events:
+            fire.outcome = self._outcome(fire, None, now)
+            runtime.dismantle(workflow)  # (not needed any more: the batch holds only outcomes)
         return fire
 
     def _write_fire(self, session: Session, fire: "_Fire", now: datetime) -> Optional[RunResult]:
@@ -1076,8 +1117,9 @@ class Engine:
             runtime.dismantle(fire.workflow)
             return self._fire(session, row.id, now)
         session.add(row)  # attached again as it was read: no read
-        # The script engine is not part of the state: this transaction's, as a load attaches
-        fire.workflow.script_engine = self.script_engine(session, {"instance": row, "actor": ENGINE_ACTOR})
+        if fire.outcome is None:  # its save is worked out here, the workflow's scripts may run again:
+            # the script engine is not part of the state: this transaction's, as a load attaches
+            fire.workflow.script_engine = self.script_engine(session, {"instance": row, "actor": ENGINE_ACTOR})
         return self._save_fire(session, fire, now, fire.fired, ran=True)
 
     def _fire_one_by_one(self, due_ids: list[int], position: int, now: datetime):
@@ -1355,19 +1397,27 @@ def _starter_context(session: Session, user: User, data: dict) -> dict:
 
 
 def _apply_metadata(row: Instance, data: dict) -> None:
+    for key, value in _metadata(row, data).items():
+        setattr(row, key, value)
+
+
+def _metadata(row: Instance, data: dict) -> dict:
+    """The instance row's search columns as the data sets them (only those that change)."""
+    values: dict = {}
     if not isinstance(data, dict):
-        return
+        return values
     if data.get("enterprise_id") not in (None, ""):
         try:
-            row.enterprise_id = int(data["enterprise_id"])
+            values["enterprise_id"] = int(data["enterprise_id"])
         except (TypeError, ValueError):
             pass
     if data.get("jurisdiction_code"):
-        row.jurisdiction_code = str(data["jurisdiction_code"])[:6]
+        values["jurisdiction_code"] = str(data["jurisdiction_code"])[:6]
     if data.get("business_key"):
-        row.business_key = str(data["business_key"])[:100]
+        values["business_key"] = str(data["business_key"])[:100]
     if data.get("enterprise_name") and row.title and data["enterprise_name"] not in row.title:
-        row.title = f"{row.title} — {data['enterprise_name']}"[:300]
+        values["title"] = f"{row.title} — {data['enterprise_name']}"[:300]
+    return values
 
 
 def _start_messages(spec) -> list[str]:
