@@ -991,10 +991,16 @@ class Engine:
         from concurrent.futures.process import BrokenProcessPool
         step = self.TICK_BATCH
         chunks = [due_ids[start:start + step] for start in range(0, len(due_ids), step)]
-        futures = [(chunk, pool.submit(_fire_in_helper, chunk, now)) for chunk in chunks]
         results: list[RunResult] = []
         left: list[int] = []
         broken = False
+        futures = []
+        for chunk in chunks:
+            try:
+                futures.append((chunk, pool.submit(_fire_in_helper, chunk, now)))
+            except BrokenProcessPool:  # (a helper died before this sweep)
+                broken = True
+                left += chunk
         for chunk, future in futures:
             try:
                 results += future.result()

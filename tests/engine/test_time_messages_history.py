@@ -141,6 +141,38 @@ def test_art10_deadlines_falling_due_together_are_shared_out_to_helper_processes
     assert any_engine.verify_history() == []
 
 
+def test_art10_deadlines_are_still_fired_when_a_helper_process_has_died(engine, clock, monkeypatch):
+    """A helper process of the worker is killed (out of memory, an operator's kill): the sweep's
+    deadlines are fired by the worker itself, each once, and the next large sweep has helpers again."""
+    import os
+    import signal
+    import time
+    deploy(engine, "deadline")
+    org = add_organisation(engine, kind="enterprise", name="甲", credit_code="91350100M000100Y43",
+                           division_code="650102")
+    clock.set(datetime(2025, 2, 1, 9, 0, tzinfo=SHANGHAI))
+    ids = [start_deadline(engine, org) for _ in range(12)]
+    monkeypatch.setattr(type(engine), "POOL_MIN_DUE", 5)
+    monkeypatch.setattr(type(engine), "TICK_BATCH", 4)
+    engine.timer_processes = 2
+    try:
+        assert engine.start_timer_processes() == 2
+        os.kill(next(iter(engine._pool._processes)), signal.SIGKILL)
+        time.sleep(0.5)
+        results = engine.tick(datetime(2025, 3, 5, tzinfo=SHANGHAI))
+        assert sorted(r.instance_id for r in results) == sorted(ids)
+        clock.set(datetime(2025, 3, 5, 9, 0, tzinfo=SHANGHAI))
+        later = [start_deadline(engine, org, "2025-03-03") for _ in range(6)]  # due 2025-04-03
+        assert sorted(r.instance_id for r in engine.tick(datetime(2025, 3, 6, tzinfo=SHANGHAI))) == []
+        assert sorted(r.instance_id for r in engine.tick(datetime(2025, 4, 5, tzinfo=SHANGHAI))) == sorted(later)
+        assert engine._pool is not None  # started again
+    finally:
+        engine.shutdown_timer_processes()
+    for instance_id in ids + later:
+        assert [e.kind for e in engine.history(instance_id)] == ["started", "timer_fired"]
+    assert engine.verify_history() == []
+
+
 def test_art10_a_report_filed_while_its_deadline_is_being_fired_wins_and_no_lateness_is_kept(engine, clock,
                                                                                             monkeypatch):
     """A timer fire is worked out outside the write lock; if the enterprise files its report (Art.
