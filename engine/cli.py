@@ -149,7 +149,18 @@ def cmd_tick(args) -> int:
     return 0
 
 
+def _exit_on_sigterm() -> None:
+    """SIGTERM (what `serve` and service managers stop the worker with) ends it as Ctrl-C does, so
+    that its helper processes are shut down with it."""
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, stop)
+
+
 def cmd_worker(args) -> int:
+    _exit_on_sigterm()
     engine = _engine(args)
     from .runtime import tune_gc
     tune_gc()

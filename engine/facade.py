@@ -7,7 +7,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
+import os
 import re
+import threading
 from collections import OrderedDict, namedtuple
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -956,7 +958,8 @@ class Engine:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
             config = dict(database_url=self.db.url, processes_dir=str(self.processes_dir),
-                          forms_dir=str(self.forms_dir), script_budget_seconds=self.script_budget_seconds)
+                          forms_dir=str(self.forms_dir), script_budget_seconds=self.script_budget_seconds,
+                          parent_pid=os.getpid())
             # spawned, not forked: this process holds connections and threads a fork would copy
             self._pool = ProcessPoolExecutor(self.timer_processes, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=_start_timer_helper, initargs=(config,))
@@ -1521,12 +1524,23 @@ _helper_engine: Optional[Engine] = None
 def _start_timer_helper(config: dict) -> None:
     """A helper process's start (Engine._timer_pool): an Engine of its own on the same database."""
     global _helper_engine
+    parent_pid = config.pop("parent_pid")
     _helper_engine = Engine(config.pop("database_url"), **config)
     runtime.tune_gc()
+    threading.Thread(target=_end_with_parent, args=(parent_pid,), name="timer-helper-parent",
+                     daemon=True).start()
+
+
+def _end_with_parent(parent_pid: int) -> None:
+    """A helper whose worker is gone (killed without shutting its helpers down) ends too: what it
+    had not committed is rolled back by the database, and its instances stay due."""
+    import time
+    while os.getppid() == parent_pid:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 def _timer_helper_ready(pause: float) -> int:
-    import os
     import time
     time.sleep(pause)
     return os.getpid()
@@ -1534,7 +1548,6 @@ def _timer_helper_ready(pause: float) -> int:
 
 def default_timer_processes() -> int:
     """Processes for large timer sweeps: one per core, at most four (SQLite writes one at a time)."""
-    import os
     return max(1, min(4, os.cpu_count() or 1))
 
 

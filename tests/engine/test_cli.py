@@ -90,3 +90,48 @@ def test_tick_in_a_fresh_process_fires_the_art10_deadlines_that_are_due(tmp_path
     assert sorted(result.stdout.splitlines()) == sorted(
         f"instance {i}: fired report_late -> running" for i in ids)
     assert "3 instance(s) ticked" in result.stderr
+
+
+def _children(pid: int) -> set:
+    found = set()
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = status.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(status.parent.name))
+    return found
+
+
+def _alive(pids: set) -> set:
+    return {pid for pid in pids if Path(f"/proc/{pid}").exists()
+            and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"}
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGKILL"])
+def test_the_worker_leaves_no_timer_helper_processes_behind_when_it_is_stopped(tmp_path, stop):
+    """`cleanaudit worker` runs helper processes for large timer sweeps; stopped as `serve` stops it
+    (SIGTERM) or killed outright (SIGKILL), none of them is left running."""
+    import os
+    import signal
+    import time
+    from tests.conftest import make_engine
+    url = f"sqlite:///{tmp_path / 'worker.sqlite'}"
+    make_engine(url).db.dispose()
+    worker = subprocess.Popen([sys.executable, "-m", "engine.cli", "worker", "--interval", "60",
+                               "--timer-processes", "2"], cwd=ROOT, env=dict(os.environ, DATABASE_URL=url),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "2 processes fire large sweeps" in worker.stderr.readline()
+        helpers = _children(worker.pid)
+        assert len(helpers) >= 2
+        worker.send_signal(getattr(signal, stop))
+        worker.wait(20)
+        deadline = time.monotonic() + 10
+        while _alive(helpers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _alive(helpers) == set()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
