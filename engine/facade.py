@@ -973,12 +973,13 @@ class Engine:
         pool = self._timer_pool()
         if pool is None:
             return 0
-        # each helper answers once it has started (a busy one is not asked twice at a time)
+        # each helper answers with its pid once it has started; one that is up takes the questions
+        # of those still starting, so ask until every one has answered (or a minute has passed)
+        import time
         started: set[int] = set()
-        for _ in range(5):
-            started |= set(pool.map(_timer_helper_ready, [0.05] * self.timer_processes))
-            if len(started) >= self.timer_processes:
-                break
+        deadline = time.monotonic() + 60
+        while len(started) < self.timer_processes and time.monotonic() < deadline:
+            started |= set(pool.map(_timer_helper_ready, [0.2] * self.timer_processes))
         return len(started)
 
     def shutdown_timer_processes(self) -> None:
