@@ -90,7 +90,7 @@ class _Fire(_Loaded):
         super().__init__(row, workflow)
         self.lock_version = lock_version
         self.fired = fired
-        # what its save writes (_Engine._outcome), when it threw no message (delivering one needs the
+        # what its save writes (Engine._outcome), when it threw no message (delivering one needs the
         # lock); the workflow is then taken apart at once. Else None: worked out under the lock.
         self.outcome: Optional[_Outcome] = None
 
@@ -657,7 +657,7 @@ class Engine:
     def _write_outcome(self, session: Session, row: Instance, outcome: "_Outcome", now: datetime) -> None:
         """Write a save worked out by _outcome: inbox rows, status (and its history), message waits,
         the instance row."""
-        self._write_inbox(session, row, outcome.inbox, now)
+        self._write_inbox(session, outcome.inbox, now)
         status, incident = outcome.status, outcome.incident
         if status == "incident":
             row.status, row.incident_task, row.incident_error = "incident", incident[0], incident[1]
@@ -747,8 +747,7 @@ class Engine:
         return gone, [self._human_task_values(row, task, now, script_engine)
                       for task_id, task in ready.items() if task_id not in open_ids]
 
-    def _write_inbox(self, session: Session, row: Instance, changes: tuple[list[str], Optional[list[dict]]],
-                     now: datetime) -> None:
+    def _write_inbox(self, session: Session, changes: tuple[list[str], list[dict]], now: datetime) -> None:
         """Write inbox changes worked out by _inbox_changes (Core statements: this runs on every save)."""
         gone, new_rows = changes
         for task_id in gone:
